@@ -1,0 +1,1 @@
+"""api_gateway: the REST + JSON surface over the gRPC services."""

@@ -1,0 +1,258 @@
+"""gRPC plumbing shared by every process.
+
+- ``ERROR_TABLE``: the one mapping from the project's errors to gRPC status codes,
+  with ``google.rpc`` details (ErrorInfo always, BadRequest for field violations).
+- ``ServiceInterceptor``: the interceptor chain in one class - request id and
+  principal into context, authentication, error translation, per-RPC metrics.
+- ``create_server`` / ``create_channel``: factories with health, reflection,
+  message-size limits and keepalive configured the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, NamedTuple
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE_NAME
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from core import auth, errors, logs, metrics
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+DEFAULT_DEADLINE_SECONDS = 10.0
+ERROR_DOMAIN = "jobmesh.dev"
+
+ERROR_TABLE: dict[type[errors.JobmeshError], grpc.StatusCode] = {
+    errors.InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Conflict: grpc.StatusCode.ABORTED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.Unimplemented: grpc.StatusCode.UNIMPLEMENTED,
+    errors.Internal: grpc.StatusCode.INTERNAL,
+}
+
+# Paths that need no bearer token.
+_ALWAYS_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+def status_code_of(error: errors.JobmeshError) -> grpc.StatusCode:
+    for cls in type(error).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]
+    return grpc.StatusCode.INTERNAL
+
+
+def to_grpc_status(error: errors.JobmeshError) -> grpc.Status:
+    code = status_code_of(error)
+    details: list[any_pb2.Any] = []
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
+    details.append(info)
+    if isinstance(error, errors.InvalidArgument):
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(bad)
+        details.append(packed)
+    message = error.message if code != grpc.StatusCode.INTERNAL else "internal error"
+    status = status_pb2.Status(code=code.value[0], message=message, details=details)
+    result: grpc.Status = rpc_status.to_status(status)
+    return result
+
+
+def _internal_status() -> grpc.Status:
+    result: grpc.Status = rpc_status.to_status(status_pb2.Status(code=code_pb2.INTERNAL, message="internal error"))
+    return result
+
+
+Authenticate = Callable[[str, Sequence[tuple[str, Any]]], Any]
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Context, authentication, error translation and metrics for every RPC.
+
+    ``authenticate(method, metadata)`` returns the principal (stored in
+    ``principal_var``) or raises ``Unauthenticated``; methods in ``public`` skip it.
+    """
+
+    def __init__(self, authenticate: Authenticate | None = None, public: Sequence[str] = ()) -> None:
+        self._authenticate = authenticate
+        self._public = frozenset(public)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method: str = details.method
+        if handler is None or method.startswith(_ALWAYS_PUBLIC_PREFIXES):
+            return handler
+        needs_auth = self._authenticate is not None and method not in self._public
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method, needs_auth),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method, needs_auth),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _enter(self, method: str, context: grpc.aio.ServicerContext, needs_auth: bool) -> None:
+        metadata = tuple(context.invocation_metadata() or ())
+        request_id = next((str(v) for k, v in metadata if k == "x-request-id"), "") or uuid.uuid4().hex
+        logs.request_id_var.set(request_id)
+        if needs_auth and self._authenticate is not None:
+            auth.principal_var.set(self._authenticate(method, metadata))
+
+    def _wrap_unary(self, inner: Any, method: str, needs_auth: bool) -> Any:
+        service, name = _split(method)
+
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                self._enter(method, context, needs_auth)
+                return await inner(request, context)
+            except errors.JobmeshError as exc:
+                code = status_code_of(exc)
+                _log_error(method, exc, code)
+                await context.abort_with_status(to_grpc_status(exc))
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unhandled error in %s", method)
+                await context.abort_with_status(_internal_status())
+            finally:
+                metrics.observe_rpc(service, name, code.name, time.perf_counter() - started)
+
+        return handle
+
+    def _wrap_stream(self, inner: Any, method: str, needs_auth: bool) -> Any:
+        service, name = _split(method)
+
+        async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                self._enter(method, context, needs_auth)
+                async for item in inner(request, context):
+                    yield item
+            except errors.JobmeshError as exc:
+                code = status_code_of(exc)
+                _log_error(method, exc, code)
+                await context.abort_with_status(to_grpc_status(exc))
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("unhandled error in %s", method)
+                await context.abort_with_status(_internal_status())
+            finally:
+                metrics.observe_rpc(service, name, code.name, time.perf_counter() - started)
+
+        return handle
+
+
+def _split(method: str) -> tuple[str, str]:
+    _, service, name = method.split("/", 2)
+    return service, name
+
+
+def _log_error(method: str, exc: errors.JobmeshError, code: grpc.StatusCode) -> None:
+    if code in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE):
+        log.error("%s failed: %s", method, exc, exc_info=exc)
+    else:
+        log.debug("%s -> %s: %s", method, code.name, exc)
+
+
+class RpcServer(NamedTuple):
+    server: grpc.aio.Server
+    port: int
+    health: health_aio.HealthServicer
+
+
+ServiceSpec = tuple[Callable[[Any, grpc.aio.Server], None], Any, str]
+
+
+async def create_server(
+    addr: str,
+    services: Sequence[ServiceSpec] = (),
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> RpcServer:
+    """Start a gRPC server on ``addr`` ("host:0" picks a free port).
+
+    Registers the given services (``(add_XServicer_to_server, servicer, full name)``),
+    grpc.health.v1 (every service SERVING) and server reflection.
+    """
+    server = grpc.aio.server(
+        interceptors=list(interceptors),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    for add, servicer, _ in services:
+        add(servicer, server)
+    health = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    names = [name for _, _, name in services]
+    reflection.enable_server_reflection([*names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME], server)
+    try:
+        port = server.add_insecure_port(addr)
+    except RuntimeError as exc:
+        raise errors.Unavailable(f"cannot bind {addr}: {exc}") from exc
+    await server.start()
+    for name in ["", *names]:
+        await health.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return RpcServer(server, port, health)
+
+
+async def stop_server(rpc: RpcServer, grace: float) -> None:
+    """Health NOT_SERVING first (load balancers drain), then finish in-flight RPCs."""
+    await rpc.health.enter_graceful_shutdown()
+    await rpc.server.stop(grace)
+
+
+def create_channel(addr: str) -> grpc.aio.Channel:
+    """A long-lived client channel with keepalive and the server's message limits."""
+    return grpc.aio.insecure_channel(
+        addr,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+        ],
+    )

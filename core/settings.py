@@ -1,0 +1,127 @@
+"""Typed settings, one class per concern, read once at process start.
+
+Every value comes from a ``JOBMESH_*`` environment variable; library code receives
+these objects and never reads ``os.environ`` itself. ``Settings.from_env()`` is
+called by entry points only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_JWT_SECRET = "jobmesh-development-secret-change-me"
+
+
+def _config(prefix: str) -> SettingsConfigDict:
+    return SettingsConfigDict(env_prefix=prefix, extra="ignore", frozen=True)
+
+
+class DatabaseSettings(BaseSettings):
+    model_config = _config("JOBMESH_")
+    database_url: str = Field(
+        default=f"sqlite+aiosqlite:///{Path('.jobmesh/jobmesh.db')}",
+        description="SQLAlchemy URL: mysql+asyncmy://user:pass@host/db or sqlite+aiosqlite:///path",
+    )
+    db_pool_size: int = Field(default=10, description="Connections kept per process (MySQL)")
+    partition_ahead_hours: int = Field(
+        default=24, description="Hourly job_run partitions kept ready ahead of now (MySQL)"
+    )
+    run_retention_hours: int = Field(
+        default=24 * 7, description="job_run partitions older than this are dropped (MySQL)"
+    )
+
+
+class RedisSettings(BaseSettings):
+    model_config = _config("JOBMESH_")
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL")
+
+
+class AuthSettings(BaseSettings):
+    model_config = _config("JOBMESH_")
+    jwt_secret: str = Field(default=DEV_JWT_SECRET, description="HS256 signing secret (>= 32 bytes in production)")
+    jwt_issuer: str = Field(default="jobmesh", description="JWT iss claim")
+    jwt_audience: str = Field(default="jobmesh-api", description="JWT aud claim")
+    access_token_ttl_seconds: int = Field(default=3600, description="Lifetime of access tokens")
+    refresh_token_ttl_seconds: int = Field(default=30 * 86400, description="Lifetime of refresh tokens")
+    admin_email: str = Field(default="", description="First admin account, created at start-up if missing")
+    admin_password: str = Field(default="", description="Password of that admin account")
+    production: bool = Field(default=False, description="Refuse unsafe defaults (JWT secret)")
+
+
+class ServerSettings(BaseSettings):
+    model_config = _config("JOBMESH_")
+    host: str = Field(default="127.0.0.1", description="Address every server binds")
+    scheduler_port: int = Field(default=50051, description="scheduler_svc gRPC port")
+    monitor_grpc_port: int = Field(default=50052, description="monitor_svc gRPC port")
+    monitor_http_port: int = Field(default=5137, description="monitor_svc HTTP port (/metrics, /api/health)")
+    gateway_port: int = Field(default=5136, description="api_gateway HTTP port")
+    worker_port: int = Field(default=0, description="worker_svc gRPC health port (0: ephemeral)")
+    scheduler_addr: str = Field(default="127.0.0.1:50051", description="Where clients reach a scheduler")
+    monitor_addr: str = Field(default="127.0.0.1:50052", description="Where clients reach the monitor")
+    shutdown_grace_seconds: float = Field(default=5.0, description="In-flight work allowed after SIGTERM")
+    log_level: str = Field(default="INFO", description="Python logging level")
+    log_json: bool = Field(default=False, description="Log one JSON object per line")
+
+
+class SchedulerSettings(BaseSettings):
+    model_config = _config("JOBMESH_")
+    materializer_interval_seconds: float = Field(default=0.2, description="Materializer poll period")
+    lookahead_seconds: float = Field(default=2.0, description="Runs are recorded this far ahead of their slot")
+    dispatcher_interval_seconds: float = Field(default=0.05, description="Dispatcher poll period")
+    dispatch_ahead_seconds: float = Field(
+        default=0.5, description="Runs are queued this early; workers wait for the slot"
+    )
+    batch_size: int = Field(default=500, description="Rows claimed per loop iteration")
+    misfire_grace_seconds: float = Field(default=30.0, description="A slot later than this counts as missed")
+    misfire_run_all_cap: int = Field(default=100, description="RUN_ALL catches up at most this many slots")
+    reaper_interval_seconds: float = Field(default=1.0, description="Reaper/reconciler poll period")
+    requeue_after_seconds: float = Field(
+        default=15.0, description="QUEUED this long and absent from Redis: pushed again"
+    )
+
+
+class WorkerSettings(BaseSettings):
+    model_config = _config("JOBMESH_WORKER_")
+    slots: int = Field(default=4, description="Runs executed concurrently per worker")
+    queues: str = Field(default="default", description="Comma-separated queues this worker pulls")
+    executor: str = Field(default="subprocess", description="Script executor: subprocess")
+    heartbeat_seconds: float = Field(default=1.0, description="Heartbeat period")
+    heartbeat_ttl_seconds: float = Field(default=10.0, description="A worker silent this long is dead")
+    output_cap_bytes: int = Field(default=64 * 1024, description="Captured tail per stream")
+    cpu_seconds: int = Field(default=3600, description="RLIMIT_CPU of a script")
+    memory_bytes: int = Field(default=2 * 1024**3, description="RLIMIT_AS of a script")
+    open_files: int = Field(default=256, description="RLIMIT_NOFILE of a script")
+    processes: int = Field(default=64, description="RLIMIT_NPROC of a script (per user: processes beyond the worker's)")
+    file_size_bytes: int = Field(default=64 * 1024**2, description="RLIMIT_FSIZE of a script")
+    worker_id: str = Field(default="", description="Stable worker id (default: host-pid-random)")
+    run_as_user: str = Field(default="nobody", description="When the worker runs as root, scripts run as this user")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseSettings
+    redis: RedisSettings
+    auth: AuthSettings
+    server: ServerSettings
+    scheduler: SchedulerSettings
+    worker: WorkerSettings
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            database=DatabaseSettings(),
+            redis=RedisSettings(),
+            auth=AuthSettings(),
+            server=ServerSettings(),
+            scheduler=SchedulerSettings(),
+            worker=WorkerSettings(),
+        )
+
+
+def settings_classes() -> list[type[BaseSettings]]:
+    """Every settings class, for the README's configuration table."""
+    return [DatabaseSettings, RedisSettings, AuthSettings, ServerSettings, SchedulerSettings, WorkerSettings]

@@ -1,0 +1,1 @@
+"""Storage: models, engine, repositories (the only code that issues SQL), migrations."""

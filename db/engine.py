@@ -1,0 +1,89 @@
+"""Engine and transactions, with driver errors translated at this one boundary."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from core import errors
+
+log = logging.getLogger(__name__)
+
+# Driver error → domain error. IntegrityError is left to repositories, which
+# know which unique key means what.
+_DISCONNECT = (exc.OperationalError, exc.InterfaceError, exc.TimeoutError, ConnectionError, OSError)
+
+
+def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_async_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        # READ COMMITTED keeps SKIP LOCKED claims from taking gap locks.
+        isolation_level="READ COMMITTED",
+    )
+
+
+def is_mysql(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "mysql"
+
+
+class Database:
+    """The engine plus ``transaction()``; the repositories' only way in."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def from_url(cls, url: str, pool_size: int = 10) -> Database:
+        return cls(create_engine(url, pool_size))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except errors.JobmeshError:
+            raise
+        except exc.IntegrityError:
+            raise
+        except _DISCONNECT as err:
+            log.warning("database unavailable: %s", err)
+            raise errors.Unavailable("database unavailable") from err
+        except exc.SQLAlchemyError as err:
+            log.exception("database error")
+            raise errors.Internal("database error") from err
+
+    async def ping(self) -> None:
+        from sqlalchemy import text
+
+        async with self.transaction() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,191 @@
+"""Job definitions and the materializer's schedule cursors."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from core.domain import Job, JobState, JobType, Run
+from core.errors import Conflict, NotFound
+from db.engine import Database
+from db.models import JobRow, ScheduleStateRow
+from db.repositories.rows import job_from_row
+from db.repositories.runs import insert_runs
+
+_JOB_COLUMNS = [*JobRow.__table__.c, ScheduleStateRow.next_fire_at]
+
+
+def _values(job: Job) -> dict[str, Any]:
+    assert job.job_type is not None
+    return {
+        "name": job.name,
+        "job_type": job.job_type.value,
+        "cron_expr": job.cron_expr,
+        "timezone": job.timezone,
+        "scheduled_at": job.scheduled_at,
+        "script_content": job.script_content,
+        "timeout_seconds": job.timeout_seconds,
+        "retry_max_attempts": job.retry_policy.max_attempts,
+        "retry_strategy": job.retry_policy.strategy.value,
+        "retry_initial_delay_seconds": job.retry_policy.initial_delay_seconds,
+        "retry_max_delay_seconds": job.retry_policy.max_delay_seconds,
+        "retry_multiplier": job.retry_policy.multiplier,
+        "misfire_policy": job.misfire_policy.value,
+        "overlap_policy": job.overlap_policy.value,
+        "queue": job.queue,
+        "max_lateness_seconds": job.max_lateness_seconds,
+    }
+
+
+def _select_jobs() -> Any:
+    return select(*_JOB_COLUMNS).select_from(
+        JobRow.__table__.outerjoin(ScheduleStateRow, ScheduleStateRow.job_id == JobRow.id)
+    )
+
+
+async def _set_schedule(conn: AsyncConnection, job_id: str, next_fire_at: datetime | None) -> None:
+    await conn.execute(delete(ScheduleStateRow).where(ScheduleStateRow.job_id == job_id))
+    if next_fire_at is not None:
+        await conn.execute(insert(ScheduleStateRow).values(job_id=job_id, next_fire_at=next_fire_at, version=1))
+
+
+class JobRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        job: Job,
+        request_id: str,
+        next_fire_at: datetime | None,
+        first_run: Run | None,
+        now: datetime,
+    ) -> tuple[Job, bool]:
+        """Insert the job, its cursor or its single run, atomically.
+
+        Returns (job, created); with a request_id already used by this owner the
+        existing job comes back with created=False.
+        """
+        if request_id:
+            existing = await self._by_request_id(job.owner_id, request_id)
+            if existing is not None:
+                return existing, False
+        try:
+            async with self._db.transaction() as conn:
+                await conn.execute(
+                    insert(JobRow).values(
+                        id=job.id,
+                        owner_id=job.owner_id,
+                        state=JobState.ACTIVE.value,
+                        version=1,
+                        request_id=request_id or None,
+                        created_at=now,
+                        updated_at=now,
+                        **_values(job),
+                    )
+                )
+                await _set_schedule(conn, job.id, next_fire_at)
+                if first_run is not None:
+                    await insert_runs(conn, [first_run], now)
+        except IntegrityError:
+            if request_id:
+                existing = await self._by_request_id(job.owner_id, request_id)
+                if existing is not None:
+                    return existing, False
+            raise
+        created = await self.get(job.id)
+        assert created is not None
+        return created, True
+
+    async def _by_request_id(self, owner_id: str, request_id: str) -> Job | None:
+        async with self._db.transaction() as conn:
+            row = (
+                await conn.execute(_select_jobs().where(JobRow.owner_id == owner_id, JobRow.request_id == request_id))
+            ).first()
+        return job_from_row(row) if row else None
+
+    async def get(self, job_id: str) -> Job | None:
+        async with self._db.transaction() as conn:
+            row = (await conn.execute(_select_jobs().where(JobRow.id == job_id))).first()
+        return job_from_row(row) if row else None
+
+    async def list(
+        self,
+        owner_id: str | None,
+        state: JobState | None,
+        job_type: JobType | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[Job], int]:
+        conditions = []
+        if owner_id is not None:
+            conditions.append(JobRow.owner_id == owner_id)
+        if state is not None:
+            conditions.append(JobRow.state == state.value)
+        else:
+            conditions.append(JobRow.state != JobState.DELETED.value)
+        if job_type is not None:
+            conditions.append(JobRow.job_type == job_type.value)
+        where = and_(*conditions)
+        async with self._db.transaction() as conn:
+            rows = (
+                await conn.execute(
+                    _select_jobs()
+                    .where(where)
+                    .order_by(JobRow.created_at.desc(), JobRow.id.desc())
+                    .limit(limit)
+                    .offset(offset)
+                )
+            ).all()
+            total = (await conn.execute(select(func.count()).select_from(JobRow).where(where))).scalar_one()
+        return [job_from_row(r) for r in rows], int(total)
+
+    async def update(self, job: Job, expected_version: int, next_fire_at: datetime | None, now: datetime) -> Job:
+        """Compare-and-set on version; Conflict when another update won."""
+        async with self._db.transaction() as conn:
+            result = await conn.execute(
+                update(JobRow)
+                .where(JobRow.id == job.id, JobRow.version == expected_version)
+                .values(version=expected_version + 1, updated_at=now, **_values(job))
+            )
+            if result.rowcount != 1:
+                raise Conflict(
+                    f"job {job.id} was changed concurrently: version {expected_version} is stale",
+                )
+            if job.state is JobState.ACTIVE:
+                await _set_schedule(conn, job.id, next_fire_at)
+        updated = await self.get(job.id)
+        if updated is None:
+            raise NotFound(f"job {job.id} not found")
+        return updated
+
+    async def transition(
+        self,
+        job_id: str,
+        from_states: tuple[JobState, ...],
+        to_state: JobState,
+        next_fire_at: datetime | None,
+        now: datetime,
+    ) -> bool:
+        """Move the job's state if it is in one of from_states; set or clear its cursor."""
+        async with self._db.transaction() as conn:
+            values: dict[str, Any] = {
+                "state": to_state.value,
+                "updated_at": now,
+                "version": JobRow.version + 1,
+            }
+            if to_state is JobState.DELETED:
+                values["deleted_at"] = now
+            result = await conn.execute(
+                update(JobRow)
+                .where(JobRow.id == job_id, JobRow.state.in_([s.value for s in from_states]))
+                .values(**values)
+            )
+            if result.rowcount != 1:
+                return False
+            await _set_schedule(conn, job_id, next_fire_at if to_state is JobState.ACTIVE else None)
+        return True

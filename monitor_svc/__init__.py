@@ -1,0 +1,1 @@
+"""monitor_svc: HealthService, Prometheus /metrics and JSON health."""

@@ -1,0 +1,1 @@
+"""scheduler_svc: AuthService, JobService, RunService and the scheduling loops."""

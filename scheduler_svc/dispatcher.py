@@ -1,0 +1,81 @@
+"""Dispatcher: claims due PENDING runs, applies pause/lateness/overlap rules, pushes
+the rest to their Redis queues in one pipeline and marks them QUEUED - all inside
+the claim's transaction, so a failed push leaves them PENDING for the next tick."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from redis.asyncio import Redis
+
+from core import keys
+from core.domain import Job, JobState, OverlapPolicy, Run, RunStatus, RunTrigger, SkipReason, utcnow
+from db.repositories.runs import RunRepository
+from scheduler_svc.runs import tell_workers_to_cancel
+
+log = logging.getLogger(__name__)
+
+
+async def push_runs(redis: Redis, runs: list[Run], now: datetime) -> None:
+    """One pipeline: each message onto its queue, and the run into the in-flight set."""
+    if not runs:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for run in runs:
+            msg = keys.QueueMessage(run.id, run.scheduled_at, run.due_at, run.queue)
+            pipe.lpush(keys.queue(run.queue), msg.encode())
+        pipe.zadd(keys.INFLIGHT, {run.id: now.timestamp() for run in runs})
+        pipe.sadd(keys.QUEUES, *{run.queue for run in runs})
+        await pipe.execute()
+
+
+class Dispatcher:
+    def __init__(self, runs: RunRepository, redis: Redis, ahead: timedelta, batch_size: int) -> None:
+        self._runs = runs
+        self._redis = redis
+        self._ahead = ahead
+        self._batch_size = batch_size
+
+    async def tick(self, now: datetime | None = None) -> int:
+        now = now or utcnow()
+        cancel: list[Run] = []
+        async with self._runs.claim_due(now + self._ahead, self._batch_size) as batch:
+            queued: list[Run] = []
+            skipped: dict[str, list[Run]] = {}
+            taken: dict[str, int] = {}
+            for run in batch.runs:
+                reason = self._skip_reason(run, batch.jobs.get(run.job_id), now)
+                job = batch.jobs.get(run.job_id)
+                if reason is None and job is not None and job.overlap_policy is not OverlapPolicy.ALLOW:
+                    active = batch.active_by_job.get(job.id, [])
+                    busy = bool(active) or taken.get(job.id, 0) > 0
+                    if busy and job.overlap_policy is OverlapPolicy.FORBID:
+                        reason = SkipReason.OVERLAP.value
+                    elif busy:
+                        cancel.extend(active)
+                if reason is not None:
+                    skipped.setdefault(reason, []).append(run)
+                    continue
+                queued.append(run)
+                taken[run.job_id] = taken.get(run.job_id, 0) + 1
+            await push_runs(self._redis, queued, now)
+            await batch.mark_queued(queued, now)
+            for reason, runs in skipped.items():
+                await batch.mark_skipped(runs, reason, now)
+            await batch.request_cancel(cancel)
+        await tell_workers_to_cancel(self._redis, [r.id for r in cancel])
+        return len(batch.runs)
+
+    @staticmethod
+    def _skip_reason(run: Run, job: Job | None, now: datetime) -> str | None:
+        if job is None or job.state is JobState.DELETED:
+            return SkipReason.JOB_DELETED.value
+        scheduled = run.trigger in (RunTrigger.SCHEDULE, RunTrigger.CATCH_UP)
+        if job.state is JobState.PAUSED and scheduled:
+            return SkipReason.PAUSED.value
+        if job.max_lateness_seconds and run.status is RunStatus.PENDING:
+            late = now - max(run.due_at, run.scheduled_at)
+            if late > timedelta(seconds=job.max_lateness_seconds):
+                return SkipReason.LATE.value
+        return None

@@ -1,0 +1,219 @@
+"""The job lifecycle: create, read, update, pause/resume, delete, run now, preview.
+
+Visibility: a User sees only its own jobs (others answer NOT_FOUND, so ids can't
+be probed); Viewers and Admins see all; Viewers change nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from core import cron, validation
+from core.auth import Principal
+from core.domain import Job, JobState, JobType, Run, RunTrigger, utcnow
+from core.errors import Conflict, FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Violations
+from core.ids import is_uuid, new_id
+from db.repositories.jobs import JobRepository
+from db.repositories.paging import decode_token, encode_token
+from db.repositories.runs import RunRepository, new_run
+
+MUTABLE_FIELDS = frozenset(
+    {
+        "name",
+        "cron_expr",
+        "timezone",
+        "scheduled_at",
+        "script_content",
+        "timeout_seconds",
+        "retry_policy",
+        "misfire_policy",
+        "overlap_policy",
+        "queue",
+        "max_lateness_seconds",
+    }
+)
+
+
+def next_fire_time(job: Job, after: datetime) -> datetime | None:
+    if job.job_type is not JobType.RECURRING or job.state is not JobState.ACTIVE:
+        return None
+    return cron.parse(job.cron_expr).next_after(after, cron.zone(job.timezone))
+
+
+@dataclass(frozen=True)
+class JobPage:
+    jobs: list[Job]
+    next_page_token: str
+    total_size: int
+
+
+@dataclass(frozen=True)
+class PreviewSlot:
+    at: datetime
+    local: datetime
+    utc_offset: str
+    dst_transition: bool
+    note: str
+
+
+class Jobs:
+    def __init__(self, jobs: JobRepository, runs: RunRepository) -> None:
+        self._jobs = jobs
+        self._runs = runs
+
+    async def visible(self, principal: Principal, job_id: str, field: str = "id") -> Job:
+        if not is_uuid(job_id):
+            raise InvalidArgument(FieldViolation(field, "must be a job id (UUID)"))
+        job = await self._jobs.get(job_id)
+        if job is None or job.state is JobState.DELETED:
+            raise NotFound(f"job {job_id} not found")
+        if not principal.reads_everything and job.owner_id != principal.user_id:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
+    async def writable(self, principal: Principal, job_id: str) -> Job:
+        job = await self.visible(principal, job_id)
+        principal.require_writer()
+        return job
+
+    async def create(self, principal: Principal, job: Job, request_id: str) -> Job:
+        principal.require_writer()
+        now = utcnow()
+        v = Violations()
+        validation.check_job(v, job, now)
+        if len(request_id) > validation.MAX_REQUEST_ID_CHARS:
+            v.add("request_id", f"must be at most {validation.MAX_REQUEST_ID_CHARS} characters")
+        v.raise_if_any()
+        job = job.with_changes(id=new_id(), owner_id=principal.user_id, state=JobState.ACTIVE)
+        first_run: Run | None = None
+        if job.job_type is JobType.ONE_TIME:
+            assert job.scheduled_at is not None
+            first_run = new_run(job, job.scheduled_at, RunTrigger.SCHEDULE)
+        created, _ = await self._jobs.create(job, request_id, next_fire_time(job, now), first_run, now)
+        return created
+
+    async def get(self, principal: Principal, job_id: str) -> Job:
+        return await self.visible(principal, job_id)
+
+    async def list_page(
+        self,
+        principal: Principal,
+        *,
+        state: JobState | None,
+        job_type: JobType | None,
+        owner_id: str,
+        page_size: int,
+        page_token: str,
+        skip: int,
+    ) -> JobPage:
+        v = Violations()
+        size = validation.check_page_size(v, page_size)
+        if skip < 0:
+            v.add("skip", "must not be negative")
+        v.raise_if_any()
+        owner: str | None = principal.user_id
+        if principal.reads_everything:
+            owner = owner_id or None
+        key = f"jobs|{owner}|{state}|{job_type}"
+        offset = decode_token(page_token, key) + skip
+        jobs, total = await self._jobs.list(owner, state, job_type, size, offset)
+        more = offset + len(jobs) < total
+        return JobPage(jobs, encode_token(offset + len(jobs), key) if more else "", total)
+
+    async def update(self, principal: Principal, job_id: str, version: int, changes: dict[str, Any]) -> Job:
+        if not version:
+            raise InvalidArgument(FieldViolation("job.version", "is required (the version you read)"))
+        current = await self.writable(principal, job_id)
+        unknown = sorted(set(changes) - MUTABLE_FIELDS - {"raw_multiplier"})
+        if unknown:
+            raise InvalidArgument([FieldViolation(f"update_mask.{p}", "is not a mutable field") for p in unknown])
+        if not changes:
+            raise InvalidArgument(FieldViolation("update_mask", "names no field to change"))
+        if current.state is JobState.COMPLETED:
+            raise FailedPrecondition("a completed job cannot be changed")
+        if current.version != version:
+            raise Conflict(f"version {version} is stale; the job is at version {current.version}")
+        updated = current.with_changes(**changes)
+        now = utcnow()
+        validation.validate_job(updated, now)
+        return await self._jobs.update(updated, version, next_fire_time(updated, now), now)
+
+    async def _transition(
+        self, principal: Principal, job_id: str, from_states: tuple[JobState, ...], to: JobState, verb: str
+    ) -> Job:
+        job = await self.writable(principal, job_id)
+        now = utcnow()
+        moved = job.with_changes(state=to)
+        if not await self._jobs.transition(job_id, from_states, to, next_fire_time(moved, now), now):
+            raise FailedPrecondition(f"cannot {verb} a job in state {job.state.value}")
+        result = await self._jobs.get(job_id)
+        assert result is not None
+        return result
+
+    async def pause(self, principal: Principal, job_id: str) -> Job:
+        return await self._transition(principal, job_id, (JobState.ACTIVE,), JobState.PAUSED, "pause")
+
+    async def resume(self, principal: Principal, job_id: str) -> Job:
+        return await self._transition(principal, job_id, (JobState.PAUSED,), JobState.ACTIVE, "resume")
+
+    async def delete(self, principal: Principal, job_id: str) -> Job:
+        job = await self._transition(
+            principal,
+            job_id,
+            (JobState.ACTIVE, JobState.PAUSED, JobState.COMPLETED),
+            JobState.DELETED,
+            "delete",
+        )
+        return job
+
+    async def run_now(self, principal: Principal, job_id: str) -> Run:
+        job = await self.writable(principal, job_id)
+        now = utcnow()
+        run = new_run(job, now, RunTrigger.MANUAL)
+        await self._runs.insert([run], now)
+        return run
+
+    @staticmethod
+    def preview(expression: str, timezone: str, count: int, after: datetime | None) -> list[PreviewSlot]:
+        v = Violations()
+        schedule = validation.check_cron(v, "cron_expr", expression.strip()) if expression.strip() else None
+        if not expression.strip():
+            v.add("cron_expr", "is required")
+        validation.check_timezone(v, "timezone", timezone or "UTC")
+        if not 0 <= count <= 100:
+            v.add("count", "must be between 1 and 100 (0 means 10)")
+        v.raise_if_any()
+        assert schedule is not None
+        tz = cron.zone(timezone or "UTC")
+        cursor = after or utcnow()
+        previous_offset = cursor.astimezone(tz).utcoffset()
+        out: list[PreviewSlot] = []
+        for _ in range(count or 10):
+            slot = schedule.next_slot(cursor, tz)
+            offset = slot.local.utcoffset()
+            note = ""
+            if slot.nonexistent:
+                note = "the scheduled local time does not exist (DST gap); fires at the first valid instant after it"
+            elif slot.ambiguous:
+                note = "the scheduled local time occurs twice (DST end); fires once, at its first occurrence"
+            out.append(
+                PreviewSlot(
+                    at=slot.at,
+                    local=slot.local,
+                    utc_offset=format_offset(slot.local),
+                    dst_transition=offset != previous_offset or slot.nonexistent or slot.ambiguous,
+                    note=note,
+                )
+            )
+            previous_offset = offset
+            cursor = slot.at
+        return out
+
+
+def format_offset(value: datetime) -> str:
+    seconds = int((value.utcoffset() or timedelta()).total_seconds())
+    sign = "-" if seconds < 0 else "+"
+    hours, minutes = divmod(abs(seconds) // 60, 60)
+    return f"{sign}{hours:02d}:{minutes:02d}"

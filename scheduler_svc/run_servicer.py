@@ -1,0 +1,56 @@
+"""RunService: decode → scheduler_svc.runs → encode."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from core.auth import current_principal
+from core.domain import RunStatus, enum_from_proto
+from core.errors import Unimplemented
+from gen.jobmesh.v1 import run_pb2, run_pb2_grpc
+from scheduler_svc.runs import Runs
+
+
+class RunServicer(run_pb2_grpc.RunServiceServicer):
+    def __init__(self, runs: Runs) -> None:
+        self._runs = runs
+
+    async def ListRuns(
+        self, request: run_pb2.ListRunsRequest, context: grpc.aio.ServicerContext
+    ) -> run_pb2.ListRunsResponse:
+        page = await self._runs.list_page(
+            current_principal(),
+            request.job_id,
+            enum_from_proto(RunStatus, request.status),
+            request.page_size,
+            request.page_token,
+            request.skip,
+        )
+        return run_pb2.ListRunsResponse(runs=[r.to_proto() for r in page.runs], next_page_token=page.next_page_token)
+
+    async def GetRun(self, request: run_pb2.GetRunRequest, context: grpc.aio.ServicerContext) -> run_pb2.Run:
+        return (await self._runs.visible(current_principal(), request.run_id, request.job_id)).to_proto()
+
+    async def GetRunLogs(
+        self, request: run_pb2.GetRunLogsRequest, context: grpc.aio.ServicerContext
+    ) -> run_pb2.GetRunLogsResponse:
+        out = await self._runs.logs(current_principal(), request.run_id, request.job_id)
+        return run_pb2.GetRunLogsResponse(
+            run_id=out.run_id,
+            stdout=out.stdout,
+            stderr=out.stderr,
+            stdout_truncated=out.stdout_truncated,
+            stderr_truncated=out.stderr_truncated,
+        )
+
+    async def CancelRun(self, request: run_pb2.CancelRunRequest, context: grpc.aio.ServicerContext) -> run_pb2.Run:
+        return (await self._runs.cancel(current_principal(), request.run_id, request.job_id)).to_proto()
+
+    async def WatchRun(
+        self, request: run_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[run_pb2.WatchRunResponse]:
+        await self._runs.visible(current_principal(), request.run_id, request.job_id)
+        raise Unimplemented("WatchRun is not available yet")
+        yield run_pb2.WatchRunResponse()  # pragma: no cover - makes this an async generator

@@ -1,0 +1,77 @@
+"""worker_svc entry point: a gRPC health endpoint and the worker loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+
+from core.ids import new_id
+from core.logs import configure_logging, worker_id_var
+from core.process import wait_for_shutdown_signal
+from core.redis_client import create_redis
+from core.rpc import create_server, stop_server
+from core.settings import Settings
+from db.engine import Database
+from db.repositories.runs import RunRepository
+from worker_svc.executor import Limits, SubprocessExecutor
+from worker_svc.worker import Worker, WorkerConfig
+
+log = logging.getLogger("worker_svc")
+
+
+def build_executor(settings: Settings) -> SubprocessExecutor:
+    w = settings.worker
+    limits = Limits(
+        cpu_seconds=w.cpu_seconds,
+        memory_bytes=w.memory_bytes,
+        open_files=w.open_files,
+        processes=w.processes,
+        file_size_bytes=w.file_size_bytes,
+        output_cap_bytes=w.output_cap_bytes,
+        run_as_user=w.run_as_user,
+    )
+    return SubprocessExecutor(limits)
+
+
+async def serve(settings: Settings) -> None:
+    w = settings.worker
+    worker_id = w.worker_id or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+    worker_id_var.set(worker_id)
+    db = Database.from_url(settings.database.database_url, max(2, w.slots))
+    redis = create_redis(settings.redis.redis_url)
+    rpc = await create_server(f"{settings.server.host}:{settings.server.worker_port}")
+    worker = Worker(
+        WorkerConfig(
+            worker_id=worker_id,
+            queues=[q.strip() for q in w.queues.split(",") if q.strip()] or ["default"],
+            slots=w.slots,
+            heartbeat_seconds=w.heartbeat_seconds,
+            shutdown_grace_seconds=settings.server.shutdown_grace_seconds,
+        ),
+        RunRepository(db),
+        redis,
+        build_executor(settings),
+    )
+    running = asyncio.create_task(worker.run())
+    print(f"worker_svc ready id={worker_id} slots={w.slots} grpc={settings.server.host}:{rpc.port}", flush=True)
+    await wait_for_shutdown_signal()
+    log.info("stopping: no new runs; %d running", worker.busy)
+    await rpc.health.enter_graceful_shutdown()
+    worker.stop()
+    await worker.hand_back_after(settings.server.shutdown_grace_seconds)
+    await running
+    await stop_server(rpc, 1.0)
+    await redis.aclose()
+    await db.close()
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    configure_logging(settings.server.log_level, settings.server.log_json, "worker")
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

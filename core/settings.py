@@ -97,7 +97,7 @@ class WorkerSettings(BaseSettings):
     open_files: int = Field(default=256, description="RLIMIT_NOFILE of a script")
     processes: int = Field(default=64, description="RLIMIT_NPROC of a script (per user: processes beyond the worker's)")
     file_size_bytes: int = Field(default=64 * 1024**2, description="RLIMIT_FSIZE of a script")
-    worker_id: str = Field(default="", description="Stable worker id (default: host-pid-random)")
+    id: str = Field(default="", description="Stable worker id (default: host-pid-random)")
     run_as_user: str = Field(default="nobody", description="When the worker runs as root, scripts run as this user")
 
 

@@ -20,7 +20,7 @@ from core.logs import configure_logging
 from core.loops import run_loop
 from core.process import wait_for_shutdown_signal
 from core.redis_client import create_redis
-from core.rpc import ServiceInterceptor, create_server, stop_server
+from core.rpc import RpcServer, ServiceInterceptor, create_server, stop_server
 from core.settings import Settings
 from db.engine import Database
 from db.partitions import maintain_partitions
@@ -43,83 +43,114 @@ log = logging.getLogger("scheduler_svc")
 PARTITION_MAINTENANCE_SECONDS = 600.0
 
 
-async def serve(settings: Settings) -> None:
-    check_secret(settings.auth)
-    db = Database.from_url(settings.database.database_url, settings.database.db_pool_size)
-    redis = create_redis(settings.redis.redis_url)
-    codec = TokenCodec(settings.auth)
-    accounts = Accounts(UserRepository(db), codec, settings.auth)
-    run_repo = RunRepository(db)
-    jobs = Jobs(JobRepository(db), run_repo)
-    runs = Runs(run_repo, jobs, redis)
-    await accounts.ensure_admin(settings.auth.admin_email, settings.auth.admin_password)
+class SchedulerApp:
+    """Everything scheduler_svc runs, built from settings; tests start it in-process."""
 
-    interceptor = ServiceInterceptor(Authenticator(codec), public=PUBLIC_METHODS)
-    rpc = await create_server(
-        f"{settings.server.host}:{settings.server.scheduler_port}",
-        [
-            (auth_pb2_grpc.add_AuthServiceServicer_to_server, AuthServicer(accounts), "jobmesh.v1.AuthService"),
-            (job_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(jobs), "jobmesh.v1.JobService"),
-            (run_pb2_grpc.add_RunServiceServicer_to_server, RunServicer(runs), "jobmesh.v1.RunService"),
-        ],
-        [interceptor],
-    )
-    sched = settings.scheduler
-    scheduler_id = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
-    materializer = Materializer(
-        ScheduleRepository(db),
-        MaterializerConfig(
-            lookahead=timedelta(seconds=sched.lookahead_seconds),
-            misfire_grace=timedelta(seconds=sched.misfire_grace_seconds),
-            run_all_cap=sched.misfire_run_all_cap,
-            batch_size=sched.batch_size,
-        ),
-    )
-    dispatcher = Dispatcher(run_repo, redis, timedelta(seconds=sched.dispatch_ahead_seconds), sched.batch_size)
-    reaper = Reaper(
-        run_repo,
-        redis,
-        timedelta(seconds=settings.worker.heartbeat_ttl_seconds),
-        timedelta(seconds=sched.requeue_after_seconds),
-        sched.batch_size,
-    )
+    def __init__(self, settings: Settings) -> None:
+        check_secret(settings.auth)
+        self.settings = settings
+        self.db = Database.from_url(settings.database.database_url, settings.database.db_pool_size)
+        self.redis = create_redis(settings.redis.redis_url)
+        codec = TokenCodec(settings.auth)
+        self.codec = codec
+        self.accounts = Accounts(UserRepository(self.db), codec, settings.auth)
+        self.run_repo = RunRepository(self.db)
+        self.jobs = Jobs(JobRepository(self.db), self.run_repo)
+        self.runs = Runs(self.run_repo, self.jobs, self.redis)
+        sched = settings.scheduler
+        self.scheduler_id = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+        self.materializer = Materializer(
+            ScheduleRepository(self.db),
+            MaterializerConfig(
+                lookahead=timedelta(seconds=sched.lookahead_seconds),
+                misfire_grace=timedelta(seconds=sched.misfire_grace_seconds),
+                run_all_cap=sched.misfire_run_all_cap,
+                batch_size=sched.batch_size,
+            ),
+        )
+        self.dispatcher = Dispatcher(
+            self.run_repo, self.redis, timedelta(seconds=sched.dispatch_ahead_seconds), sched.batch_size
+        )
+        self.reaper = Reaper(
+            self.run_repo,
+            self.redis,
+            timedelta(seconds=settings.worker.heartbeat_ttl_seconds),
+            timedelta(seconds=sched.requeue_after_seconds),
+            sched.batch_size,
+        )
+        self.rpc: RpcServer | None = None
+        self._stop = asyncio.Event()
+        self._loops: list[asyncio.Task[None]] = []
 
-    async def heartbeat() -> None:
-        await redis.zadd(keys.SCHEDULERS, {scheduler_id: time.time()})
+    async def start(self, loops: bool = True) -> int:
+        """Serve gRPC (and, with ``loops``, run the scheduling loops); returns the port."""
+        await self.accounts.ensure_admin(self.settings.auth.admin_email, self.settings.auth.admin_password)
+        interceptor = ServiceInterceptor(Authenticator(self.codec), public=PUBLIC_METHODS)
+        self.rpc = await create_server(
+            f"{self.settings.server.host}:{self.settings.server.scheduler_port}",
+            [
+                (
+                    auth_pb2_grpc.add_AuthServiceServicer_to_server,
+                    AuthServicer(self.accounts),
+                    "jobmesh.v1.AuthService",
+                ),
+                (job_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(self.jobs), "jobmesh.v1.JobService"),
+                (run_pb2_grpc.add_RunServiceServicer_to_server, RunServicer(self.runs), "jobmesh.v1.RunService"),
+            ],
+            [interceptor],
+        )
+        if loops:
+            self.start_loops()
+        return self.rpc.port
 
-    async def partitions() -> int:
-        await maintain_partitions(db, settings.database.partition_ahead_hours, settings.database.run_retention_hours)
+    def start_loops(self) -> None:
+        sched = self.settings.scheduler
+        stop = self._stop
+        self._loops = [
+            asyncio.create_task(
+                run_loop(
+                    "materializer",
+                    self.materializer.tick,
+                    sched.materializer_interval_seconds,
+                    stop,
+                    sched.batch_size,
+                    self._heartbeat,
+                )
+            ),
+            asyncio.create_task(
+                run_loop("dispatcher", self.dispatcher.tick, sched.dispatcher_interval_seconds, stop, sched.batch_size)
+            ),
+            asyncio.create_task(run_loop("reaper", self.reaper.tick, sched.reaper_interval_seconds, stop)),
+            asyncio.create_task(run_loop("partitions", self._partitions, PARTITION_MAINTENANCE_SECONDS, stop)),
+        ]
+
+    async def _heartbeat(self) -> None:
+        await self.redis.zadd(keys.SCHEDULERS, {self.scheduler_id: time.time()})
+
+    async def _partitions(self) -> int:
+        db_settings = self.settings.database
+        await maintain_partitions(self.db, db_settings.partition_ahead_hours, db_settings.run_retention_hours)
         return 0
 
-    stop = asyncio.Event()
-    loops = [
-        asyncio.create_task(
-            run_loop(
-                "materializer",
-                materializer.tick,
-                sched.materializer_interval_seconds,
-                stop,
-                sched.batch_size,
-                heartbeat,
-            )
-        ),
-        asyncio.create_task(
-            run_loop("dispatcher", dispatcher.tick, sched.dispatcher_interval_seconds, stop, sched.batch_size)
-        ),
-        asyncio.create_task(run_loop("reaper", reaper.tick, sched.reaper_interval_seconds, stop)),
-        asyncio.create_task(run_loop("partitions", partitions, PARTITION_MAINTENANCE_SECONDS, stop)),
-    ]
-    log.info("scheduler %s serving gRPC on %s:%d", scheduler_id, settings.server.host, rpc.port)
-    print(f"scheduler_svc ready grpc={settings.server.host}:{rpc.port}", flush=True)
+    async def stop(self) -> None:
+        self._stop.set()
+        if self.rpc is not None:
+            await stop_server(self.rpc, self.settings.server.shutdown_grace_seconds)
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        with contextlib.suppress(RedisError, OSError):  # Redis may be gone; nothing depends on this cleanup
+            await self.redis.zrem(keys.SCHEDULERS, self.scheduler_id)
+        await self.redis.aclose()
+        await self.db.close()
+
+
+async def serve(settings: Settings) -> None:
+    app = SchedulerApp(settings)
+    port = await app.start()
+    log.info("scheduler %s serving gRPC on %s:%d", app.scheduler_id, settings.server.host, port)
+    print(f"scheduler_svc ready grpc={settings.server.host}:{port}", flush=True)
     await wait_for_shutdown_signal()
     log.info("shutting down")
-    stop.set()
-    await stop_server(rpc, settings.server.shutdown_grace_seconds)
-    await asyncio.gather(*loops, return_exceptions=True)
-    with contextlib.suppress(RedisError, OSError):  # Redis may be gone; nothing depends on this cleanup
-        await redis.zrem(keys.SCHEDULERS, scheduler_id)
-    await redis.aclose()
-    await db.close()
+    await app.stop()
 
 
 def main() -> None:

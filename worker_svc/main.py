@@ -37,7 +37,7 @@ def build_executor(settings: Settings) -> SubprocessExecutor:
 
 async def serve(settings: Settings) -> None:
     w = settings.worker
-    worker_id = w.worker_id or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+    worker_id = w.id or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
     worker_id_var.set(worker_id)
     db = Database.from_url(settings.database.database_url, max(2, w.slots))
     redis = create_redis(settings.redis.redis_url)

@@ -1,0 +1,76 @@
+"""`make up` from a fresh copy of the repository: installs, migrates, starts all four
+processes (and a private redis-server when none answers), reaches ready, and Ctrl-C
+leaves no process behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.procs import ROOT, Proc, free_port
+from tests.e2e.test_processes import health_serving, listed_services
+
+pytestmark = pytest.mark.e2e
+
+
+def copy_repository(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        source = ROOT / name
+        if source.exists():
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(source.read_bytes())
+
+
+def leftovers(*markers: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if all(m in line for m in markers) and "ps -eo" not in line]
+
+
+@pytest.mark.timeout(300)
+def test_make_up_from_fresh_copy(tmp_path: Path, procs: list[Proc]) -> None:
+    repo = tmp_path / "jobmesh"
+    copy_repository(repo)
+    ports = {name: free_port() for name in ("sched", "mon_grpc", "mon_http", "gw", "redis")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JOBMESH_") and k != "VIRTUAL_ENV"}
+    env["PATH"] = ":".join(p for p in env["PATH"].split(":") if ".venv" not in p)
+    env.update(
+        JOBMESH_SCHEDULER_PORT=str(ports["sched"]),
+        JOBMESH_MONITOR_GRPC_PORT=str(ports["mon_grpc"]),
+        JOBMESH_MONITOR_HTTP_PORT=str(ports["mon_http"]),
+        JOBMESH_GATEWAY_PORT=str(ports["gw"]),
+        # Nothing answers on this port: `make up` must start its own redis-server.
+        JOBMESH_REDIS_URL=f"redis://127.0.0.1:{ports['redis']}/0",
+    )
+    popen = subprocess.Popen(
+        ["make", "up"], cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    proc = Proc("make up", popen)
+    procs.append(proc)
+    proc.read_until(r"jobmesh: ready", timeout=240)
+    assert (repo / ".jobmesh" / "jobmesh.db").exists(), "the embedded default is a SQLite file under .jobmesh/"
+    assert health_serving(ports["sched"])
+    assert {"jobmesh.v1.AuthService", "jobmesh.v1.JobService", "jobmesh.v1.RunService"} <= listed_services(
+        ports["sched"]
+    )
+    assert "jobmesh.v1.HealthService" in listed_services(ports["mon_grpc"])
+    with urllib.request.urlopen(f"http://127.0.0.1:{ports['gw']}/api/health", timeout=5) as resp:
+        assert resp.status == 200
+    assert leftovers("redis-server", f":{ports['redis']}"), "a private redis-server runs"
+
+    os.killpg(popen.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    # make re-raises the SIGINT it received once its child is done; jobmesh itself exits cleanly.
+    assert popen.wait(timeout=30) in (0, -signal.SIGINT)
+    proc.drain()
+    assert any("jobmesh: stopped" in line for line in proc.output), "\n".join(proc.output[-30:])
+    deadline = time.monotonic() + 10
+    while leftovers(str(repo)) or leftovers("redis-server", f":{ports['redis']}"):
+        assert time.monotonic() < deadline, f"orphans left: {leftovers(str(repo))}"
+        time.sleep(0.2)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import os
+import signal
 import socket
 
 from core.ids import new_id
@@ -62,14 +64,17 @@ async def serve(settings: Settings) -> None:
     worker.stop()
     await worker.hand_back_after(settings.server.shutdown_grace_seconds)
     await running
+    log.info("worker loop stopped")
     await stop_server(rpc, 1.0)
     await redis.aclose()
     await db.close()
+    log.info("stopped")
 
 
 def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.server.log_level, settings.server.log_json, "worker")
+    faulthandler.register(signal.SIGQUIT)  # dump stacks on SIGQUIT (diagnosing a stuck stop)
     asyncio.run(serve(settings))
 
 

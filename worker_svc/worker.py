@@ -68,6 +68,12 @@ class Worker:
         ]
         await self._stopping.wait()
         slots = tasks[2:]
+        # Slots notice the stop within one pop timeout; a run still executing is
+        # ended by hand_back_after(), so this wait is bounded.
+        _, pending = await asyncio.wait(slots, timeout=self.config.shutdown_grace_seconds + 5.0)
+        for task in pending:
+            log.warning("slot did not stop in time; cancelling it")
+            task.cancel()
         await asyncio.gather(*slots, return_exceptions=True)
         for task in tasks[:2]:
             task.cancel()

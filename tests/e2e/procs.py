@@ -74,7 +74,8 @@ class Proc:
         raise AssertionError(f"{self.name}: no line matching {pattern!r}; output:\n" + "\n".join(self.output[-40:]))
 
     def drain(self) -> None:
-        assert self.popen.stdout is not None
+        if self.popen.stdout is None or self.popen.stdout.closed:
+            return
         try:
             rest = self.popen.stdout.read() or b""
         except ValueError:
@@ -85,7 +86,16 @@ class Proc:
         """SIGTERM; returns (exit code, seconds it took)."""
         started = time.monotonic()
         self.popen.send_signal(signal.SIGTERM)
-        code = self.popen.wait(timeout=timeout)
+        try:
+            code = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.send_signal(signal.SIGQUIT)  # faulthandler dumps the stacks
+            time.sleep(1.0)
+            self.kill()
+            self.drain()
+            raise AssertionError(
+                f"{self.name} still running {timeout} s after SIGTERM:\n" + "\n".join(self.output[-60:])
+            ) from None
         took = time.monotonic() - started
         self.drain()
         return code, took

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
-from core.domain import JobType, RunTrigger
 from core.domain import Job as DomainJob
+from core.domain import JobType, RunTrigger
 from db import migrate
 from db.engine import Database
 from db.partitions import list_partitions, maintain_partitions

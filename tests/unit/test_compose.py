@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -12,8 +13,9 @@ from core.settings import ServerSettings
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def load() -> dict:
-    return yaml.safe_load((ROOT / "compose.yaml").read_text())
+def load() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    return data
 
 
 def test_services_and_health_checks() -> None:

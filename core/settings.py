@@ -98,7 +98,7 @@ class WorkerSettings(BaseSettings):
     processes: int = Field(default=64, description="RLIMIT_NPROC of a script (per user: processes beyond the worker's)")
     file_size_bytes: int = Field(default=64 * 1024**2, description="RLIMIT_FSIZE of a script")
     id: str = Field(default="", description="Stable worker id (default: host-pid-random)")
-    run_as_user: str = Field(default="nobody", description="When the worker runs as root, scripts run as this user")
+    run_as_user: str = Field(default="", description="When the worker runs as root, run scripts as this user")
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,13 @@
-"""Dispatcher: claims due PENDING runs, applies pause/lateness/overlap rules, pushes
-the rest to their Redis queues in one pipeline and marks them QUEUED - all inside
-the claim's transaction, so a failed push leaves them PENDING for the next tick."""
+"""Dispatcher: claims due PENDING runs, applies pause/lateness/overlap rules, marks
+the rest QUEUED and, once that is committed, pushes them to their Redis queues in
+one pipeline.
+
+Pushing after the commit matters: a worker's QUEUED → RUNNING compare-and-set
+must see the committed QUEUED row (under READ COMMITTED, InnoDB's semi-consistent
+read would otherwise skip the still-locked row and the worker would drop the
+message). If the push fails, the runs are QUEUED but absent from Redis, which is
+exactly what the reconciler repairs.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import logging
 from datetime import datetime, timedelta
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from core import keys
 from core.domain import Job, JobState, OverlapPolicy, Run, RunStatus, RunTrigger, SkipReason, utcnow
@@ -59,11 +67,14 @@ class Dispatcher:
                     continue
                 queued.append(run)
                 taken[run.job_id] = taken.get(run.job_id, 0) + 1
-            await push_runs(self._redis, queued, now)
             await batch.mark_queued(queued, now)
             for reason, runs in skipped.items():
                 await batch.mark_skipped(runs, reason, now)
             await batch.request_cancel(cancel)
+        try:
+            await push_runs(self._redis, queued, now)
+        except (RedisError, OSError) as exc:
+            log.warning("push of %d runs failed (%s); the reconciler will push them again", len(queued), exc)
         await tell_workers_to_cancel(self._redis, [r.id for r in cancel])
         return len(batch.runs)
 

@@ -3,9 +3,13 @@
 Each run gets: a new session and process group, a clean environment (no
 JOBMESH_* or other service secrets), a private temporary working directory removed
 afterwards, resource limits, a wall-clock timeout that kills the whole group, and
-stdout/stderr captured with a per-stream cap (tail kept). When the worker runs as
-root, scripts run as an unprivileged user so RLIMIT_NPROC applies and they cannot
-read the worker's files.
+stdout/stderr captured with a per-stream cap (tail kept).
+
+The process limit: RLIMIT_NPROC does not bind root, so where the worker may manage
+cgroups (root with a writable pids hierarchy) each run gets its own pids cgroup with
+``pids.max``; it also lets the worker kill every process of the run, including
+those that left the process group. Elsewhere RLIMIT_NPROC applies. With
+``run_as_user`` set (and the worker root), scripts run as that user.
 """
 
 from __future__ import annotations
@@ -13,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import json
 import os
 import pwd
-import resource
+import secrets
 import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -44,7 +50,7 @@ class Limits:
     processes: int
     file_size_bytes: int
     output_cap_bytes: int
-    run_as_user: str = "nobody"
+    run_as_user: str = ""
 
 
 @dataclass(frozen=True)
@@ -97,24 +103,106 @@ def clean_environment(workdir: str) -> dict[str, str]:
     }
 
 
-def _limit_child(limits: Limits, identity: tuple[int, int] | None) -> Callable[[], None]:
-    def apply() -> None:  # runs in the child between fork and exec
-        for res, value in (
-            (resource.RLIMIT_CPU, limits.cpu_seconds),
-            (resource.RLIMIT_AS, limits.memory_bytes),
-            (resource.RLIMIT_NOFILE, limits.open_files),
-            (resource.RLIMIT_FSIZE, limits.file_size_bytes),
-            (resource.RLIMIT_NPROC, limits.processes),
-            (resource.RLIMIT_CORE, 0),
-        ):
-            resource.setrlimit(res, (value, value))
-        if identity is not None:
-            uid, gid = identity
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
+PIDS_HIERARCHIES = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")
 
-    return apply
+
+def _pids_root() -> str | None:
+    """A cgroup directory where per-run pids cgroups can be made, or None."""
+    if os.geteuid() != 0:
+        return None
+    for base in PIDS_HIERARCHIES:
+        controllers = os.path.join(base, "cgroup.controllers")
+        v1 = os.path.exists(os.path.join(base, "pids.current")) or base.endswith("/pids")
+        v2 = os.path.exists(controllers) and "pids" in open(controllers).read().split()  # noqa: SIM115
+        if (v1 or v2) and os.access(base, os.W_OK):
+            root = os.path.join(base, f"jobmesh-{os.getpid()}-{secrets.token_hex(3)}")
+            try:
+                os.makedirs(root, exist_ok=True)
+                if v2:
+                    with open(os.path.join(root, "cgroup.subtree_control"), "w") as fh:
+                        fh.write("+pids")
+            except OSError:
+                continue
+            return root
+    return None
+
+
+class PidsCgroup:
+    """One run's pids cgroup: caps its process count and finds all its processes."""
+
+    def __init__(self, root: str, name: str, max_pids: int) -> None:
+        self.path = os.path.join(root, name)
+        os.mkdir(self.path)
+        with open(os.path.join(self.path, "pids.max"), "w") as fh:
+            fh.write(str(max_pids))
+        self.procs = os.path.join(self.path, "cgroup.procs")
+
+    def kill_all(self) -> None:
+        for _ in range(200):
+            try:
+                with open(self.procs) as fh:
+                    pids = [int(p) for p in fh.read().split()]
+            except OSError:
+                return
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.005)
+
+    def remove(self) -> None:
+        self.kill_all()
+        for _ in range(100):
+            try:
+                os.rmdir(self.path)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:
+                time.sleep(0.01)
+
+
+# Runs first in the fresh interpreter, single-threaded: joins the run's cgroup,
+# applies the limits, drops privileges, then runs the script as __main__. Doing
+# this in a preexec_fn instead would run Python between fork and exec in the
+# (multi-threaded, gRPC-using) worker, which is unsafe.
+BOOTSTRAP = """
+import json, os, resource, runpy, sys
+cfg = json.loads(sys.argv[1])
+if cfg["cgroup"]:
+    with open(cfg["cgroup"], "w") as fh:
+        fh.write(str(os.getpid()))
+for name, value in cfg["limits"].items():
+    res = getattr(resource, name)
+    resource.setrlimit(res, (value, value))
+if cfg["uid"] is not None:
+    os.setgroups([])
+    os.setgid(cfg["gid"])
+    os.setuid(cfg["uid"])
+script = cfg["script"]
+sys.argv = [script]
+runpy.run_path(script, run_name="__main__")
+"""
+
+
+def bootstrap_config(limits: Limits, identity: tuple[int, int] | None, cgroup_procs: str | None, script: str) -> str:
+    return json.dumps(
+        {
+            "cgroup": cgroup_procs,
+            "limits": {
+                "RLIMIT_CPU": limits.cpu_seconds,
+                "RLIMIT_AS": limits.memory_bytes,
+                "RLIMIT_NOFILE": limits.open_files,
+                "RLIMIT_FSIZE": limits.file_size_bytes,
+                "RLIMIT_NPROC": limits.processes,
+                "RLIMIT_CORE": 0,
+            },
+            "uid": identity[0] if identity else None,
+            "gid": identity[1] if identity else None,
+            "script": script,
+        }
+    )
 
 
 def kill_group(pgid: int) -> None:
@@ -130,6 +218,13 @@ class SubprocessExecutor:
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._identity = _identity(limits.run_as_user)
+        self._cgroups = _pids_root()
+
+    def close(self) -> None:
+        """Remove this executor's cgroup directory (its runs' cgroups are gone already)."""
+        if self._cgroups is not None:
+            with contextlib.suppress(OSError):
+                os.rmdir(self._cgroups)
 
     async def run(
         self,
@@ -146,12 +241,25 @@ class SubprocessExecutor:
             if self._identity is not None:
                 os.chown(workdir, *self._identity)
                 os.chown(script, *self._identity)
-            return await self._execute(script, workdir, timeout, cancel, on_output)
+            cgroup = None
+            if self._cgroups is not None:
+                cgroup = PidsCgroup(self._cgroups, f"run-{secrets.token_hex(6)}", self._limits.processes)
+            try:
+                return await self._execute(script, workdir, timeout, cancel, on_output, cgroup)
+            finally:
+                if cgroup is not None:
+                    cgroup.remove()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
     async def _execute(
-        self, script: str, workdir: str, timeout: float, cancel: asyncio.Event, on_output: OutputCallback | None
+        self,
+        script: str,
+        workdir: str,
+        timeout: float,
+        cancel: asyncio.Event,
+        on_output: OutputCallback | None,
+        cgroup: PidsCgroup | None,
     ) -> ExecResult:
         # -I: isolated mode (ignores PYTHON* variables and user site, no script dir
         # tricks); -u: unbuffered so output streams live.
@@ -159,14 +267,15 @@ class SubprocessExecutor:
             sys.executable,
             "-I",
             "-u",
-            script,
+            "-c",
+            BOOTSTRAP,
+            bootstrap_config(self._limits, self._identity, cgroup.procs if cgroup else None, script),
             cwd=workdir,
             env=clean_environment(workdir),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_limit_child(self._limits, self._identity),
         )
         pgid = proc.pid
         out = TailBuffer(self._limits.output_cap_bytes)
@@ -184,11 +293,15 @@ class SubprocessExecutor:
             if waiter not in done:
                 outcome = Outcome.CANCELLED if cancelled in done else Outcome.TIMED_OUT
                 kill_group(pgid)
+                if cgroup is not None:
+                    cgroup.kill_all()
                 await waiter
         finally:
             cancelled.cancel()
-            # Whatever the script left behind in its group goes too.
+            # Whatever the script left behind in its group (or cgroup) goes too.
             kill_group(pgid)
+            if cgroup is not None:
+                cgroup.kill_all()
             if not waiter.done():
                 waiter.cancel()
             # A grandchild outside the group could hold the pipes open: don't wait forever.

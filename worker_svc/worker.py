@@ -80,6 +80,7 @@ class Worker:
         await asyncio.gather(*tasks[:2], return_exceptions=True)
         with contextlib.suppress(RedisError, OSError):
             await self._redis.zrem(keys.WORKERS, self.config.worker_id)
+        self._executor.close()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -167,6 +168,9 @@ class Worker:
         self._active[run.id] = task
         try:
             result = await self._executor.run(job.script_content, float(job.timeout_seconds), event)
+        except Exception as exc:  # the run must still end in a recorded state
+            log.exception("executor failed for run %s", run.id)
+            result = ExecResult(Outcome.FAILED, -1, f"executor error: {exc}"[:1000], "", "", False, False)
         finally:
             self._cancel_events.pop(run.id, None)
             self._active.pop(run.id, None)

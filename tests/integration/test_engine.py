@@ -63,6 +63,19 @@ async def test_one_time_job_runs_once_and_completes(mesh: Mesh) -> None:
         assert logs.stdout == "hello out\n" and logs.stderr == "warn\n"
         got = await user.jobs.GetJob(job_pb2.GetJobRequest(id=job.id), metadata=user.md)
         assert got.state == job_pb2.JOB_STATE_COMPLETED
+        fetched = await user.runs.GetRun(run_pb2.GetRunRequest(run_id=run.id, job_id=job.id), metadata=user.md)
+        assert fetched == run
+        other = await mesh.user()
+        for call in (
+            user.runs.GetRun(run_pb2.GetRunRequest(run_id=run.id, job_id=other.user_id), metadata=user.md),
+            other.runs.GetRun(run_pb2.GetRunRequest(run_id=run.id), metadata=other.md),
+            other.runs.GetRunLogs(run_pb2.GetRunLogsRequest(run_id=run.id), metadata=other.md),
+        ):
+            try:
+                await call
+                raise AssertionError("another job's or user's run must not be visible")
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.NOT_FOUND
         await asyncio.sleep(1.0)
         assert len(await runs_of(user, job.id)) == 1
 

@@ -9,6 +9,7 @@ import signal
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -42,7 +43,7 @@ def sign_up(port: int) -> tuple[grpc.Channel, tuple[tuple[str, str]]]:
     return channel, (("authorization", f"Bearer {resp.access_token}"),)
 
 
-async def rows(url: str, statement: str) -> list[tuple[object, ...]]:
+async def rows(url: str, statement: str) -> list[tuple[Any, ...]]:
     db = Database.from_url(url, 1)
     try:
         async with db.transaction() as conn:
@@ -80,7 +81,7 @@ def test_killed_worker_run_becomes_lost_and_is_retried_elsewhere(fresh_db: str, 
         metadata=md,
     )
 
-    def run_rows() -> list[tuple[object, ...]]:
+    def run_rows() -> list[tuple[Any, ...]]:
         return asyncio.run(
             rows(
                 fresh_db,
@@ -180,7 +181,7 @@ def test_stopping_worker_hands_back_what_it_cannot_finish(fresh_db: str, procs: 
         job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script="import time\ntime.sleep(4)")), metadata=md
     )
 
-    def status_of(job_id: str) -> list[tuple[object, ...]]:
+    def status_of(job_id: str) -> list[tuple[Any, ...]]:
         return asyncio.run(rows(fresh_db, f"SELECT status, worker_id, attempt FROM job_run WHERE job_id='{job_id}'"))
 
     deadline = time.monotonic() + 30

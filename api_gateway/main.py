@@ -1,12 +1,11 @@
-"""api_gateway entry point: HTTP on the gateway port."""
+"""api_gateway entry point: the REST surface on the gateway port."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from aiohttp import web
-
+from api_gateway.app import build_app, connect
 from core.http import start_http
 from core.logs import configure_logging
 from core.process import wait_for_shutdown_signal
@@ -15,21 +14,16 @@ from core.settings import Settings
 log = logging.getLogger("api_gateway")
 
 
-def build_app() -> web.Application:
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "SERVING"})
-
-    app = web.Application(client_max_size=2 * 1024 * 1024)
-    app.router.add_get("/api/health", health)
-    return app
-
-
 async def serve(settings: Settings) -> None:
-    runner, port = await start_http(build_app(), settings.server.host, settings.server.gateway_port)
-    print(f"api_gateway ready http=http://{settings.server.host}:{port}", flush=True)
+    s = settings.server
+    backends = connect(s.scheduler_addr, s.monitor_addr)
+    origins = [o.strip() for o in s.cors_origins.split(",") if o.strip()]
+    runner, port = await start_http(build_app(backends, origins), s.host, s.gateway_port)
+    print(f"api_gateway ready http=http://{s.host}:{port} swagger=http://{s.host}:{port}/swagger", flush=True)
     await wait_for_shutdown_signal()
     await runner.shutdown()
     await runner.cleanup()
+    await backends.close()
 
 
 def main() -> None:

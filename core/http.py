@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
 async def start_http(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
@@ -18,3 +19,14 @@ async def start_http(app: web.Application, host: str, port: int) -> tuple[web.Ap
     if server is not None and getattr(server, "sockets", None):
         bound = server.sockets[0].getsockname()[1]
     return runner, bound
+
+
+def metrics_app() -> web.Application:
+    """This process's own Prometheus instruments (e.g. grpc_server_handled_total)."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    return app

@@ -1,88 +1,93 @@
-"""monitor_svc entry point: gRPC HealthService (+ grpc.health.v1, reflection) and
-HTTP /metrics, /api/health on the monitor port."""
+"""monitor_svc entry point: gRPC HealthService (+ grpc.health.v1 and reflection) and,
+on the HTTP port, /metrics (Prometheus), /api/health and /api/health/metrics (JSON)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from typing import Any
 
 from aiohttp import web
+from grpc_health.v1 import health_pb2 as grpc_health_pb2
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from core.errors import Unimplemented
 from core.http import start_http
 from core.logs import configure_logging
+from core.loops import run_loop
 from core.process import wait_for_shutdown_signal
 from core.redis_client import create_redis
-from core.rpc import ServiceInterceptor, create_server, stop_server
+from core.rpc import RpcServer, ServiceInterceptor, create_server, stop_server
 from core.settings import Settings
 from db.engine import Database
+from db.repositories.stats import StatsRepository
 from gen.jobmesh.v1 import health_pb2_grpc
+from monitor_svc.health import NOT_SERVING, MeshHealth
+from monitor_svc.health_servicer import HealthServicer, figures_to_proto, report_to_proto, to_json
+from monitor_svc.metrics import MetricsCollector
 
 log = logging.getLogger("monitor_svc")
+SERVICE = "jobmesh.v1.HealthService"
+HEALTH_POLL_SECONDS = 5.0
 
 
-class HealthServicer(health_pb2_grpc.HealthServiceServicer):
-    """GetHealth and GetMetrics answer UNIMPLEMENTED until the monitor issue lands."""
+def build_http(health: MeshHealth, collector: MetricsCollector) -> web.Application:
+    async def api_health(_: web.Request) -> web.Response:
+        report = await health.check()
+        status = 503 if report.status == NOT_SERVING else 200
+        return web.json_response(to_json(report_to_proto(report)), status=status)
 
-    async def GetHealth(self, request: Any, context: Any) -> Any:
-        raise Unimplemented("GetHealth is not available yet")
-
-    async def GetMetrics(self, request: Any, context: Any) -> Any:
-        raise Unimplemented("GetMetrics is not available yet")
-
-
-async def check_dependencies(db: Database, redis: object) -> dict[str, object]:
-    components: dict[str, object] = {}
-    started = time.perf_counter()
-    try:
-        await db.ping()
-        components["database"] = {"status": "SERVING", "latencyMs": round((time.perf_counter() - started) * 1000, 2)}
-    except Exception as exc:
-        components["database"] = {"status": "NOT_SERVING", "detail": str(exc)}
-    started = time.perf_counter()
-    try:
-        await redis.ping()  # type: ignore[attr-defined]
-        components["redis"] = {"status": "SERVING", "latencyMs": round((time.perf_counter() - started) * 1000, 2)}
-    except Exception as exc:
-        components["redis"] = {"status": "NOT_SERVING", "detail": str(exc)}
-    return components
-
-
-def build_http(db: Database, redis: object) -> web.Application:
-    async def health(_: web.Request) -> web.Response:
-        components = await check_dependencies(db, redis)
-        ok = all(c["status"] == "SERVING" for c in components.values())  # type: ignore[index]
-        return web.json_response(
-            {"status": "SERVING" if ok else "NOT_SERVING", "components": components}, status=200 if ok else 503
-        )
+    async def api_metrics(_: web.Request) -> web.Response:
+        return web.json_response(to_json(figures_to_proto(await collector.refresh())))
 
     async def metrics(_: web.Request) -> web.Response:
+        try:
+            await collector.refresh()
+        except Exception:  # the process's own series are still worth serving
+            log.warning("metrics refresh failed", exc_info=True)
         return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     app = web.Application()
-    app.router.add_get("/api/health", health)
+    app.router.add_get("/api/health", api_health)
+    app.router.add_get("/api/health/metrics", api_metrics)
     app.router.add_get("/metrics", metrics)
     return app
+
+
+async def reflect_health(rpc: RpcServer, health: MeshHealth) -> int:
+    """grpc.health.v1 says what GetHealth says: NOT_SERVING while the database or Redis is down."""
+    report = await health.check()
+    status = (
+        grpc_health_pb2.HealthCheckResponse.NOT_SERVING
+        if report.status == NOT_SERVING
+        else grpc_health_pb2.HealthCheckResponse.SERVING
+    )
+    for name in ("", SERVICE):
+        await rpc.health.set(name, status)
+    return 0
 
 
 async def serve(settings: Settings) -> None:
     db = Database.from_url(settings.database.database_url, 2)
     redis = create_redis(settings.redis.redis_url)
+    health = MeshHealth(db, redis, settings.worker.heartbeat_ttl_seconds)
+    collector = MetricsCollector(health, StatsRepository(db))
     rpc = await create_server(
         f"{settings.server.host}:{settings.server.monitor_grpc_port}",
-        [(health_pb2_grpc.add_HealthServiceServicer_to_server, HealthServicer(), "jobmesh.v1.HealthService")],
+        [(health_pb2_grpc.add_HealthServiceServicer_to_server, HealthServicer(health, collector), SERVICE)],
         [ServiceInterceptor()],
     )
-    runner, http_port = await start_http(build_http(db, redis), settings.server.host, settings.server.monitor_http_port)
+    runner, http_port = await start_http(
+        build_http(health, collector), settings.server.host, settings.server.monitor_http_port
+    )
+    stop = asyncio.Event()
+    poller = asyncio.create_task(run_loop("health", lambda: reflect_health(rpc, health), HEALTH_POLL_SECONDS, stop))
     print(
         f"monitor_svc ready grpc={settings.server.host}:{rpc.port} http=http://{settings.server.host}:{http_port}",
         flush=True,
     )
     await wait_for_shutdown_signal()
+    stop.set()
     await stop_server(rpc, settings.server.shutdown_grace_seconds)
+    await poller
     await runner.cleanup()
     await redis.aclose()
     await db.close()

@@ -11,10 +11,12 @@ import socket
 import time
 from datetime import timedelta
 
+from aiohttp import web
 from redis.exceptions import RedisError
 
 from core import keys
 from core.auth import Authenticator, TokenCodec, check_secret
+from core.http import metrics_app, start_http
 from core.ids import new_id
 from core.logs import configure_logging
 from core.loops import run_loop
@@ -79,6 +81,8 @@ class SchedulerApp:
             sched.batch_size,
         )
         self.rpc: RpcServer | None = None
+        self._http: web.AppRunner | None = None
+        self.metrics_port = 0
         self._stop = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
 
@@ -98,6 +102,9 @@ class SchedulerApp:
                 (run_pb2_grpc.add_RunServiceServicer_to_server, RunServicer(self.runs), "jobmesh.v1.RunService"),
             ],
             [interceptor],
+        )
+        self._http, self.metrics_port = await start_http(
+            metrics_app(), self.settings.server.host, self.settings.server.scheduler_metrics_port
         )
         if loops:
             self.start_loops()
@@ -137,6 +144,8 @@ class SchedulerApp:
         if self.rpc is not None:
             await stop_server(self.rpc, self.settings.server.shutdown_grace_seconds)
         await asyncio.gather(*self._loops, return_exceptions=True)
+        if self._http is not None:
+            await self._http.cleanup()
         with contextlib.suppress(RedisError, OSError):  # Redis may be gone; nothing depends on this cleanup
             await self.redis.zrem(keys.SCHEDULERS, self.scheduler_id)
         await self.redis.aclose()
@@ -147,7 +156,10 @@ async def serve(settings: Settings) -> None:
     app = SchedulerApp(settings)
     port = await app.start()
     log.info("scheduler %s serving gRPC on %s:%d", app.scheduler_id, settings.server.host, port)
-    print(f"scheduler_svc ready grpc={settings.server.host}:{port}", flush=True)
+    print(
+        f"scheduler_svc ready grpc={settings.server.host}:{port} metrics=http://{settings.server.host}:{app.metrics_port}/metrics",
+        flush=True,
+    )
     await wait_for_shutdown_signal()
     log.info("shutting down")
     await app.stop()

@@ -57,8 +57,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database": {"database_url": database_url, "db_pool_size": 5},
         "redis": {"redis_url": REDIS_TEST_URL},
         "auth": {"jwt_secret": "test-secret-" + "x" * 32, "admin_email": "", "admin_password": ""},
-        "server": {"scheduler_port": 0, "monitor_grpc_port": 0, "monitor_http_port": 0, "gateway_port": 0,
-                   "shutdown_grace_seconds": 1.0},
+        "server": {"scheduler_port": 0, "scheduler_metrics_port": 0, "monitor_grpc_port": 0, "monitor_http_port": 0,
+                   "gateway_port": 0, "shutdown_grace_seconds": 1.0},
         "scheduler": {"requeue_after_seconds": 2.0, "misfire_grace_seconds": 5.0},
         "worker": {"heartbeat_seconds": 0.2, "heartbeat_ttl_seconds": 2.0, "slots": 2},
     }  # fmt: skip

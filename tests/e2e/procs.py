@@ -29,6 +29,7 @@ def base_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
         JOBMESH_REDIS_URL=redis_url,
         JOBMESH_JWT_SECRET="e2e-secret-" + "y" * 32,
         JOBMESH_SHUTDOWN_GRACE_SECONDS="2",
+        JOBMESH_SCHEDULER_METRICS_PORT="0",
         JOBMESH_WORKER_HEARTBEAT_SECONDS="0.3",
         JOBMESH_WORKER_HEARTBEAT_TTL_SECONDS="3",
         JOBMESH_REQUEUE_AFTER_SECONDS="3",

@@ -38,11 +38,12 @@ def leftovers(*markers: str) -> list[str]:
 def test_make_up_from_fresh_copy(tmp_path: Path, procs: list[Proc]) -> None:
     repo = tmp_path / "jobmesh"
     copy_repository(repo)
-    ports = {name: free_port() for name in ("sched", "mon_grpc", "mon_http", "gw", "redis")}
+    ports = {name: free_port() for name in ("sched", "sched_metrics", "mon_grpc", "mon_http", "gw", "redis")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBMESH_") and k != "VIRTUAL_ENV"}
     env["PATH"] = ":".join(p for p in env["PATH"].split(":") if ".venv" not in p)
     env.update(
         JOBMESH_SCHEDULER_PORT=str(ports["sched"]),
+        JOBMESH_SCHEDULER_METRICS_PORT=str(ports["sched_metrics"]),
         JOBMESH_MONITOR_GRPC_PORT=str(ports["mon_grpc"]),
         JOBMESH_MONITOR_HTTP_PORT=str(ports["mon_http"]),
         JOBMESH_GATEWAY_PORT=str(ports["gw"]),

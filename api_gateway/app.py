@@ -1,0 +1,179 @@
+"""The gateway's aiohttp application: one generic handler per route, a long-lived
+gRPC channel per backend, a deadline on every call, errors as
+``{"error": {"code", "status", "message", "details"}}``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from aiohttp import web
+from swagger_ui_bundle import swagger_ui_path
+
+from api_gateway.openapi import build_openapi
+from api_gateway.routes import ROUTES, HttpCall, Route
+from api_gateway.translate import error_body, rpc_error_body, to_json, violations_body
+from core.errors import InvalidArgument
+from core.rpc import create_channel
+from gen.jobmesh.v1 import auth_pb2_grpc, health_pb2_grpc, job_pb2_grpc, run_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DEADLINE_SECONDS = 15.0
+# A job's script may be 256 KiB, JSON escaping can double it; the rest of a body is small.
+MAX_BODY_BYTES = 1024 * 1024 + 2 * 256 * 1024
+
+SWAGGER_HTML = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>jobmesh API</title>
+<link rel="stylesheet" href="/swagger/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/swagger/static/swagger-ui-bundle.js"></script>
+<script src="/swagger/static/swagger-ui-standalone-preset.js"></script>
+<script>
+window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true,
+  persistAuthorization: true, presets: [SwaggerUIBundle.presets.apis, SwaggerUIStandalonePreset],
+  layout: "StandaloneLayout"});
+</script></body></html>
+"""
+
+
+@dataclass
+class Backends:
+    scheduler: grpc.aio.Channel
+    monitor: grpc.aio.Channel
+
+    def stubs(self) -> dict[str, Any]:
+        return {
+            "auth": auth_pb2_grpc.AuthServiceStub(self.scheduler),
+            "jobs": job_pb2_grpc.JobServiceStub(self.scheduler),
+            "runs": run_pb2_grpc.RunServiceStub(self.scheduler),
+            "health": health_pb2_grpc.HealthServiceStub(self.monitor),
+        }
+
+    async def close(self) -> None:
+        await self.scheduler.close()
+        await self.monitor.close()
+
+
+def connect(scheduler_addr: str, monitor_addr: str) -> Backends:
+    return Backends(create_channel(scheduler_addr), create_channel(monitor_addr))
+
+
+def _json_error(status: int, code: grpc.StatusCode, message: str) -> web.Response:
+    return web.json_response(error_body(status, code, message, []), status=status)
+
+
+async def _read_body(request: web.Request) -> Any:
+    if not request.can_read_body:
+        return None
+    raw = await request.read()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidArgument([], f"body is not valid JSON: {exc}") from exc
+
+
+def make_handler(route: Route, stubs: dict[str, Any]) -> Any:
+    method = getattr(stubs[route.service], route.rpc)
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        try:
+            body = await _read_body(request) if route.body is not None else None
+            call = HttpCall(request.match_info, request.query, body, request.headers)
+            message = route.build(call)
+        except InvalidArgument as exc:
+            if not exc.violations:
+                return web.json_response(error_body(400, grpc.StatusCode.INVALID_ARGUMENT, exc.message, []), status=400)
+            return web.json_response(violations_body(exc), status=400)
+        metadata: list[tuple[str, str]] = []
+        auth = request.headers.get("Authorization")
+        if auth:
+            metadata.append(("authorization", auth))
+        request_id = request.headers.get("X-Request-Id")
+        if request_id:
+            metadata.append(("x-request-id", request_id))
+        try:
+            response = await method(message, metadata=metadata, timeout=DEADLINE_SECONDS)
+        except grpc.aio.AioRpcError as err:
+            status, payload = rpc_error_body(err)
+            return web.json_response(payload, status=status)
+        data = to_json(response)
+        if route.aliases is not None:
+            data = route.aliases(data)
+        status = route.status
+        if route.rpc == "GetHealth" and data.get("status") == "HEALTH_STATUS_NOT_SERVING":
+            status = 503
+        return web.json_response(data, status=status)
+
+    return handle
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every error leaves as the JSON error body, never HTML or a stack trace."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPRequestEntityTooLarge:
+        return _json_error(413, grpc.StatusCode.RESOURCE_EXHAUSTED, f"request body larger than {MAX_BODY_BYTES} bytes")
+    except web.HTTPNotFound:
+        return _json_error(404, grpc.StatusCode.NOT_FOUND, f"no route for {request.path}")
+    except web.HTTPMethodNotAllowed:
+        return _json_error(405, grpc.StatusCode.UNIMPLEMENTED, f"{request.method} not allowed on {request.path}")
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("gateway error on %s %s", request.method, request.path)
+        return _json_error(500, grpc.StatusCode.INTERNAL, "internal error")
+
+
+def cors_middleware(origins: list[str]) -> Any:
+    allowed = set(origins)
+
+    @web.middleware
+    async def cors(request: web.Request, handler: Any) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        ok = origin is not None and ("*" in allowed or origin in allowed)
+        if request.method == "OPTIONS" and ok:
+            response: web.StreamResponse = web.Response(status=204)
+        else:
+            response = await handler(request)
+        if ok and origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
+            response.headers["Access-Control-Allow-Headers"] = (
+                "Authorization, Content-Type, Idempotency-Key, X-Request-Id"
+            )
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return cors
+
+
+def build_app(backends: Backends, cors_origins: list[str] | None = None) -> web.Application:
+    middlewares = [errors_middleware]
+    if cors_origins:
+        middlewares.insert(0, cors_middleware(cors_origins))
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
+    stubs = backends.stubs()
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, make_handler(route, stubs))
+    spec = build_openapi()
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(spec)
+
+    async def swagger(_: web.Request) -> web.Response:
+        return web.Response(text=SWAGGER_HTML, content_type="text/html")
+
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/swagger", swagger)
+    app.router.add_get("/swagger/", swagger)
+    app.router.add_static("/swagger/static", Path(swagger_ui_path))
+    return app

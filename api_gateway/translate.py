@@ -1,0 +1,143 @@
+"""JSON ↔ proto translation for the REST surface, and gRPC status → HTTP.
+
+The REST body of a message *is* its proto JSON mapping (lowerCamelCase). On top of
+it, the earlier HTTP API's spellings are accepted: CamelCase enum values
+("Recurring", "ExponentialBackoff"), unprefixed ones ("RECURRING"), and
+timestamps without a zone (read as UTC).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from grpc_status import rpc_status
+
+from core.errors import FieldViolation, InvalidArgument
+
+# gRPC status → HTTP, as grpc-gateway maps them.
+HTTP_STATUS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DATA_LOSS: 500,
+}
+
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_NAIVE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?$")
+_PARSE_FIELD = re.compile(r"Failed to parse (\w+) field")
+
+
+def enum_prefix(enum: Any) -> str:
+    return str(enum.values[0].name).removesuffix("UNSPECIFIED")
+
+
+def enum_aliases(enum: Any) -> dict[str, str]:
+    """Every accepted spelling → the proto value name."""
+    prefix = enum_prefix(enum)
+    out: dict[str, str] = {}
+    for value in enum.values:
+        if value.number == 0:
+            out[value.name] = value.name  # what an unset field reads as
+            continue
+        short = value.name.removeprefix(prefix)
+        camel = "".join(part.capitalize() for part in short.split("_"))
+        for spelling in (value.name, short, camel, short.lower()):
+            out[spelling] = value.name
+    return out
+
+
+def _normalize(data: Any, descriptor: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        return data
+    fields = {f.json_name: f for f in descriptor.fields} | {f.name: f for f in descriptor.fields}
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        field = fields.get(key)
+        if field is None:
+            continue  # unknown keys (e.g. "jobId" echoed back) are ignored
+        name = f"{path}{field.json_name}"
+        if field.type == FieldDescriptor.TYPE_ENUM and isinstance(value, str):
+            aliases = enum_aliases(field.enum_type)
+            if value not in aliases:
+                choices = sorted(v for k, v in aliases.items() if k == v and not v.endswith("UNSPECIFIED"))
+                friendly = sorted({k for k in aliases if k[:1].isupper() and k[1:2].islower()})
+                raise InvalidArgument(FieldViolation(name, f"must be one of {', '.join(friendly + choices)}"))
+            value = aliases[value]
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            full = field.message_type.full_name
+            if full == "google.protobuf.Timestamp" and isinstance(value, str) and _NAIVE_TIME.match(value):
+                value = value + "Z"
+            elif (
+                full not in ("google.protobuf.Timestamp", "google.protobuf.FieldMask")
+                and not field.message_type.GetOptions().map_entry
+            ):
+                value = _normalize(value, field.message_type, f"{name}.")
+        out[field.json_name] = value
+    return out
+
+
+def parse(data: Any, message: Message, field: str = "body") -> Message:
+    """JSON object → proto message; a bad value is a 400 naming the field."""
+    if not isinstance(data, dict):
+        raise InvalidArgument(FieldViolation(field, "must be a JSON object"))
+    normalized = _normalize(data, message.DESCRIPTOR, "")
+    try:
+        json_format.ParseDict(normalized, message, ignore_unknown_fields=True)
+    except json_format.ParseError as exc:
+        match = _PARSE_FIELD.search(str(exc))
+        name = match.group(1) if match else field
+        raise InvalidArgument(FieldViolation(name, str(exc).split(": ", 1)[-1][:300])) from exc
+    return message
+
+
+def to_json(message: Message) -> dict[str, Any]:
+    result: dict[str, Any] = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    return result
+
+
+def error_body(http_status: int, code: grpc.StatusCode, message: str, details: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"error": {"code": http_status, "status": code.name, "message": message, "details": details}}
+
+
+def rpc_error_body(err: grpc.aio.AioRpcError) -> tuple[int, dict[str, Any]]:
+    code = err.code()
+    status = HTTP_STATUS.get(code, 500)
+    details: list[dict[str, Any]] = []
+    try:
+        rich = rpc_status.from_call(err)
+    except ValueError:
+        rich = None
+    if rich is not None:
+        for detail in rich.details:
+            details.append(json_format.MessageToDict(detail))
+    return status, error_body(status, code, err.details() or code.name, details)
+
+
+def violations_body(error: InvalidArgument) -> dict[str, Any]:
+    detail = {
+        "@type": "type.googleapis.com/google.rpc.BadRequest",
+        "fieldViolations": [{"field": v.field, "description": v.description} for v in error.violations],
+    }
+    return error_body(400, grpc.StatusCode.INVALID_ARGUMENT, error.message, [detail])
+
+
+def snake(name: str) -> str:
+    return _CAMEL.sub("_", name).lower()

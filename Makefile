@@ -20,6 +20,7 @@ up: $(STAMP)
 
 ## test: lint, type-check, generated-code drift, buf lint, the whole pytest suite
 test: $(STAMP)
+	scripts/test-tools.sh
 	PATH="$(CURDIR)/$(BIN):$$PATH" scripts/check.sh
 
 ## gen: regenerate gen/ from protos/

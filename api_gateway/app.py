@@ -87,6 +87,8 @@ def make_handler(route: Route, stubs: dict[str, Any]) -> Any:
             body = await _read_body(request) if route.body is not None else None
             call = HttpCall(request.match_info, request.query, body, request.headers)
             message = route.build(call)
+        except (ValueError, TypeError, OverflowError) as exc:  # a value the message type cannot hold
+            return web.json_response(error_body(400, grpc.StatusCode.INVALID_ARGUMENT, str(exc)[:300], []), status=400)
         except InvalidArgument as exc:
             if not exc.violations:
                 return web.json_response(error_body(400, grpc.StatusCode.INVALID_ARGUMENT, exc.message, []), status=400)

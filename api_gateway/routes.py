@@ -55,9 +55,12 @@ def _int(call: HttpCall, name: str, default: int = 0) -> int:
     if raw == "":
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise InvalidArgument(FieldViolation(name, "must be an integer")) from None
+    if not -(2**31) <= value < 2**31:
+        raise InvalidArgument(FieldViolation(name, "is out of range"))
+    return value
 
 
 def _paging(call: HttpCall) -> dict[str, Any]:

@@ -1,0 +1,92 @@
+"""The whole mesh as real processes on a fresh MariaDB database, for REST tests."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from db import migrate
+from tests.conftest import REDIS_TEST_URL, mysql, new_database
+from tests.e2e.procs import Proc, base_env, free_port, start
+
+
+@dataclass
+class RealMesh:
+    gateway: str
+    monitor_http: str
+    scheduler_metrics: str
+    procs: list[Proc] = field(default_factory=list)
+
+    def call(
+        self, method: str, path: str, body: Any = None, token: str = "", raw: bytes | None = None
+    ) -> tuple[int, Any]:
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+        request = urllib.request.Request(self.gateway + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=20) as resp:
+                payload = resp.read()
+                return resp.status, json.loads(payload) if payload else None
+        except urllib.error.HTTPError as err:
+            payload = err.read()
+            return err.code, json.loads(payload) if payload else None
+
+    def user(self, name: str) -> tuple[str, str]:
+        status, body = self.call(
+            "POST",
+            "/api/auth/signup",
+            {"username": name, "email": f"{name}@example.com", "password": "correct horse battery"},
+        )
+        assert status == 201, body
+        status, body = self.call(
+            "POST", "/api/auth/login", {"email": f"{name}@example.com", "password": "correct horse battery"}
+        )
+        assert status == 200, body
+        return body["token"], body["userId"]
+
+
+@pytest.fixture(scope="module")
+def real_mesh() -> Iterator[RealMesh]:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client.flushdb()
+    client.close()
+    name, url = new_database()
+    migrate.upgrade(url)
+    ports = {k: free_port() for k in ("sched", "sched_metrics", "mon_grpc", "mon_http", "gw")}
+    env = base_env(
+        url,
+        REDIS_TEST_URL,
+        JOBMESH_SCHEDULER_PORT=str(ports["sched"]),
+        JOBMESH_SCHEDULER_METRICS_PORT=str(ports["sched_metrics"]),
+        JOBMESH_MONITOR_GRPC_PORT=str(ports["mon_grpc"]),
+        JOBMESH_MONITOR_HTTP_PORT=str(ports["mon_http"]),
+        JOBMESH_GATEWAY_PORT=str(ports["gw"]),
+        JOBMESH_SCHEDULER_ADDR=f"127.0.0.1:{ports['sched']}",
+        JOBMESH_MONITOR_ADDR=f"127.0.0.1:{ports['mon_grpc']}",
+        JOBMESH_WORKER_SLOTS="4",
+    )
+    mesh = RealMesh(
+        f"http://127.0.0.1:{ports['gw']}",
+        f"http://127.0.0.1:{ports['mon_http']}",
+        f"http://127.0.0.1:{ports['sched_metrics']}",
+    )
+    try:
+        for module in ("scheduler_svc.main", "worker_svc.main", "monitor_svc.main", "api_gateway.main"):
+            proc = start(module, env)
+            mesh.procs.append(proc)
+            proc.read_until(" ready ")
+        yield mesh
+    finally:
+        for proc in mesh.procs:
+            proc.kill()
+        mysql(f"DROP DATABASE IF EXISTS {name}")

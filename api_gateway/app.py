@@ -19,11 +19,12 @@ from api_gateway.routes import ROUTES, HttpCall, Route
 from api_gateway.translate import error_body, rpc_error_body, to_json, violations_body
 from core.errors import InvalidArgument
 from core.rpc import create_channel
-from gen.jobmesh.v1 import auth_pb2_grpc, health_pb2_grpc, job_pb2_grpc, run_pb2_grpc
+from gen.jobmesh.v1 import auth_pb2_grpc, health_pb2_grpc, job_pb2_grpc, run_pb2, run_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 DEADLINE_SECONDS = 15.0
+WATCH_DEADLINE_SECONDS = 25 * 3600.0  # longer than the longest allowed run
 # A job's script may be 256 KiB, JSON escaping can double it; the rest of a body is small.
 MAX_BODY_BYTES = 1024 * 1024 + 2 * 256 * 1024
 
@@ -79,10 +80,63 @@ async def _read_body(request: web.Request) -> Any:
         raise InvalidArgument([], f"body is not valid JSON: {exc}") from exc
 
 
+def _metadata(request: web.Request) -> list[tuple[str, str]]:
+    metadata: list[tuple[str, str]] = []
+    auth = request.headers.get("Authorization")
+    if auth:
+        metadata.append(("authorization", auth))
+    request_id = request.headers.get("X-Request-Id")
+    if request_id:
+        metadata.append(("x-request-id", request_id))
+    return metadata
+
+
+async def follow_logs(request: web.Request, stubs: dict[str, Any]) -> web.StreamResponse:
+    """``…/logs?follow=true``: RunService.WatchRun as Server-Sent Events.
+
+    Events: ``run`` (the run, first and whenever its status changes; the last one is
+    final) and ``chunk`` (``{"stream": "LOG_STREAM_STDOUT", "data": "..."}``).
+    """
+    call = stubs["runs"].WatchRun(
+        run_pb2.WatchRunRequest(run_id=request.match_info["runId"], job_id=request.match_info["jobId"]),
+        metadata=_metadata(request),
+        timeout=WATCH_DEADLINE_SECONDS,
+    )
+    response: web.StreamResponse | None = None
+    try:
+        async for event in call:
+            if response is None:
+                response = web.StreamResponse(
+                    headers={
+                        "Content-Type": "text/event-stream",
+                        "Cache-Control": "no-cache",
+                        "X-Accel-Buffering": "no",
+                    }
+                )
+                await response.prepare(request)
+            kind = event.WhichOneof("event")
+            data = to_json(event.run if kind == "run" else event.chunk)
+            await response.write(f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode())
+    except grpc.aio.AioRpcError as err:
+        if response is None:
+            status, payload = rpc_error_body(err)
+            return web.json_response(payload, status=status)
+        _, payload = rpc_error_body(err)
+        await response.write(f"event: error\ndata: {json.dumps(payload)}\n\n".encode())
+    finally:
+        call.cancel()
+    if response is None:
+        return web.json_response(error_body(500, grpc.StatusCode.INTERNAL, "empty stream", []), status=500)
+    await response.write_eof()
+    return response
+
+
 def make_handler(route: Route, stubs: dict[str, Any]) -> Any:
     method = getattr(stubs[route.service], route.rpc)
 
     async def handle(request: web.Request) -> web.StreamResponse:
+        if route.rpc == "GetRunLogs" and request.query.get("follow", "").lower() in ("1", "true", "yes"):
+            return await follow_logs(request, stubs)
         try:
             body = await _read_body(request) if route.body is not None else None
             call = HttpCall(request.match_info, request.query, body, request.headers)
@@ -93,15 +147,8 @@ def make_handler(route: Route, stubs: dict[str, Any]) -> Any:
             if not exc.violations:
                 return web.json_response(error_body(400, grpc.StatusCode.INVALID_ARGUMENT, exc.message, []), status=400)
             return web.json_response(violations_body(exc), status=400)
-        metadata: list[tuple[str, str]] = []
-        auth = request.headers.get("Authorization")
-        if auth:
-            metadata.append(("authorization", auth))
-        request_id = request.headers.get("X-Request-Id")
-        if request_id:
-            metadata.append(("x-request-id", request_id))
         try:
-            response = await method(message, metadata=metadata, timeout=DEADLINE_SECONDS)
+            response = await method(message, metadata=_metadata(request), timeout=DEADLINE_SECONDS)
         except grpc.aio.AioRpcError as err:
             status, payload = rpc_error_body(err)
             return web.json_response(payload, status=status)

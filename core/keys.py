@@ -10,7 +10,7 @@ lost (FLUSHALL, restart) and rebuilt from the database by the reconciler.
     jobmesh:schedulers             ZSET  scheduler id -> last loop heartbeat
     jobmesh:cancel                 PUBSUB channel: run ids to kill now
     jobmesh:cancel:{run}           STRING set when a cancel is requested (for late subscribers)
-    jobmesh:runlog:{run}           PUBSUB channel: live output and status of a run
+    jobmesh:runlog:{run}           STREAM live output and status changes of a run (capped, expires)
     jobmesh:queues                 SET   names of queues ever pushed to (for metrics)
 """
 

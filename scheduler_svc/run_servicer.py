@@ -8,9 +8,8 @@ import grpc
 
 from core.auth import current_principal
 from core.domain import RunStatus, enum_from_proto
-from core.errors import Unimplemented
 from gen.jobmesh.v1 import run_pb2, run_pb2_grpc
-from scheduler_svc.runs import Runs
+from scheduler_svc.runs import OutputChunk, Runs
 
 
 class RunServicer(run_pb2_grpc.RunServiceServicer):
@@ -51,6 +50,9 @@ class RunServicer(run_pb2_grpc.RunServiceServicer):
     async def WatchRun(
         self, request: run_pb2.WatchRunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[run_pb2.WatchRunResponse]:
-        await self._runs.visible(current_principal(), request.run_id, request.job_id)
-        raise Unimplemented("WatchRun is not available yet")
-        yield run_pb2.WatchRunResponse()  # pragma: no cover - makes this an async generator
+        async for event in self._runs.watch(current_principal(), request.run_id, request.job_id):
+            if isinstance(event, OutputChunk):
+                stream = run_pb2.LOG_STREAM_STDOUT if event.stream == "stdout" else run_pb2.LOG_STREAM_STDERR
+                yield run_pb2.WatchRunResponse(chunk=run_pb2.LogChunk(stream=stream, data=event.data))
+            else:
+                yield run_pb2.WatchRunResponse(run=event.to_proto())

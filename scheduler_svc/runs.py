@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from core import keys, validation
+from core import keys, runlog, validation
 from core.auth import Principal
 from core.domain import Run, RunOutput, RunStatus, utcnow
 from core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Violations
@@ -16,6 +19,16 @@ from db.repositories.runs import RunRepository
 from scheduler_svc.jobs import Jobs
 
 CANCEL_FLAG_TTL_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    stream: str  # "stdout" | "stderr"
+    data: str
+
+
+WatchEvent = Run | OutputChunk
+WATCH_POLL_MS = 1000
 
 
 @dataclass(frozen=True)
@@ -59,6 +72,11 @@ class Runs:
         run = await self.visible(principal, run_id, job_id)
         return await self._runs.output(run.id) or RunOutput(run.id)
 
+    async def watch(self, principal: Principal, run_id: str, job_id: str) -> AsyncIterator[WatchEvent]:
+        run = await self.visible(principal, run_id, job_id)
+        async for event in watch_run(self._runs, self._redis, run):
+            yield event
+
     async def cancel(self, principal: Principal, run_id: str, job_id: str) -> Run:
         run = await self.visible(principal, run_id, job_id)
         principal.require_writer()
@@ -81,3 +99,53 @@ async def tell_workers_to_cancel(redis: Redis, run_ids: list[str]) -> None:
             pipe.set(keys.cancel_flag(run_id), "1", ex=CANCEL_FLAG_TTL_SECONDS)
             pipe.publish(keys.CANCEL_CHANNEL, run_id)
         await pipe.execute()
+
+
+async def watch_run(runs: RunRepository, redis: Redis, run: Run) -> AsyncIterator[WatchEvent]:
+    """The run's current state, then its output and status changes; the last event is
+    always the run in its final status.
+
+    Output comes from the run's live stream, read from its first entry, so a client
+    that joins late first gets what was already written. When the stream holds
+    nothing (the run ended long ago, or Redis was flushed) the captured tails
+    stored in the database are sent instead.
+    """
+    yield run
+    streamed = False
+    cursor = "0-0"
+    current = run
+    while not current.status.is_final:
+        entries = await _read_quietly(redis, run.id, cursor, WATCH_POLL_MS)
+        for entry in entries:
+            cursor = entry.id
+            if entry.kind in (runlog.OUT, runlog.ERR):
+                streamed = True
+                yield OutputChunk("stdout" if entry.kind == runlog.OUT else "stderr", entry.data)
+        # The database has the status; look when the stream says it changed, or
+        # every poll period when the stream is silent (e.g. Redis lost it).
+        if not entries or any(e.kind in (runlog.STATUS, runlog.END) for e in entries):
+            fresh = await runs.get(run.id)
+            if fresh is not None and fresh.status is not current.status:
+                current = fresh
+                if not current.status.is_final:
+                    yield current
+    for entry in await _read_quietly(redis, run.id, cursor, None):
+        if entry.kind in (runlog.OUT, runlog.ERR):
+            streamed = True
+            yield OutputChunk("stdout" if entry.kind == runlog.OUT else "stderr", entry.data)
+    if not streamed:
+        output = await runs.output(run.id)
+        if output is not None:
+            if output.stdout:
+                yield OutputChunk("stdout", output.stdout)
+            if output.stderr:
+                yield OutputChunk("stderr", output.stderr)
+    yield current
+
+
+async def _read_quietly(redis: Redis, run_id: str, cursor: str, block_ms: int | None) -> list[runlog.LogEntry]:
+    try:
+        return await runlog.read(redis, run_id, cursor, block_ms)
+    except (RedisError, OSError):
+        await asyncio.sleep((block_ms or 0) / 1000)
+        return []

@@ -20,7 +20,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core import keys
+from core import keys, runlog
 from core.domain import Job, Run, RunOutput, RunStatus, utcnow
 from core.errors import JobmeshError
 from db.repositories.runs import RunRepository, RunResult
@@ -166,8 +166,14 @@ class Worker:
         task = asyncio.current_task()
         assert task is not None
         self._active[run.id] = task
+        await self._publish(run.id, [(runlog.STATUS, RunStatus.RUNNING.value)])
+
+        async def on_output(stream: str, chunk: bytes) -> None:
+            kind = runlog.OUT if stream == "stdout" else runlog.ERR
+            await self._publish(run.id, [(kind, chunk.decode("utf-8", errors="replace"))])
+
         try:
-            result = await self._executor.run(job.script_content, float(job.timeout_seconds), event)
+            result = await self._executor.run(job.script_content, float(job.timeout_seconds), event, on_output)
         except Exception as exc:  # the run must still end in a recorded state
             log.exception("executor failed for run %s", run.id)
             result = ExecResult(Outcome.FAILED, -1, f"executor error: {exc}"[:1000], "", "", False, False)
@@ -179,7 +185,8 @@ class Worker:
         if self._handing_back and result.outcome is Outcome.CANCELLED and not by_user:
             await self._hand_back(run, token, raw, msg.queue)
             return
-        await self._report(run, token, result)
+        status = await self._report(run, token, result)
+        await self._publish(run.id, [(runlog.END, status.value)])
         with contextlib.suppress(RedisError, OSError):
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.lrem(self._processing, 1, raw)  # type: ignore[arg-type]
@@ -196,7 +203,14 @@ class Worker:
                 log.warning("start of run %s failed: %s", msg.run_id, exc)
                 await asyncio.sleep(RESULT_RETRY_SECONDS)
 
-    async def _report(self, run: Run, token: str, result: ExecResult) -> None:
+    async def _publish(self, run_id: str, entries: list[tuple[str, str]]) -> None:
+        """Live output for WatchRun; best effort (the result row is what counts)."""
+        try:
+            await runlog.append(self._redis, run_id, entries)
+        except (RedisError, OSError) as exc:
+            log.debug("live output of %s not published: %s", run_id, exc)
+
+    async def _report(self, run: Run, token: str, result: ExecResult) -> RunStatus:
         status = {
             Outcome.SUCCEEDED: RunStatus.SUCCEEDED,
             Outcome.FAILED: RunStatus.FAILED,
@@ -218,7 +232,7 @@ class Worker:
                 outcome = await self._runs.finish([report], utcnow())
                 if outcome.rejected:
                     log.warning("result of run %s rejected: attempt superseded", run.id)
-                return
+                return status
             except JobmeshError as exc:
                 # Keep the result until the database takes it; the reaper will not
                 # touch the run while our heartbeat goes on.

@@ -242,3 +242,38 @@ def test_swagger_ui_renders_in_headless_chromium(real_mesh: RealMesh, tmp_path: 
     assert "jobmesh REST API" in dom, dom[-2000:] + result.stderr[-2000:]
     assert "/api/jobs/{jobId}/runs" in dom
     assert "Authorize" in dom
+
+
+@pytest.mark.timeout(60)
+def test_follow_logs_as_server_sent_events(real_mesh: RealMesh) -> None:  # noqa: F811
+    import json
+
+    mesh = real_mesh
+    token, _ = mesh.user("follower")
+    script = "import time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(0.4)\n"
+    status, job = mesh.call(
+        "POST",
+        "/api/jobs",
+        {"jobType": "OneTime", "scheduledAt": datetime.now(UTC).isoformat(), "scriptContent": script},
+        token,
+    )
+    assert status == 201
+    runs = wait_runs(mesh, token, job["jobId"], lambda rs: bool(rs))
+    request = urllib.request.Request(
+        f"{mesh.gateway}/api/jobs/{job['jobId']}/runs/{runs[0]['id']}/logs?follow=true",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    events: list[tuple[str, dict[str, Any]]] = []
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert resp.headers["Content-Type"].startswith("text/event-stream")
+        kind = ""
+        for raw in resp:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[7:]
+            elif line.startswith("data: "):
+                events.append((kind, json.loads(line[6:])))
+    chunks = "".join(d["data"] for k, d in events if k == "chunk")
+    assert chunks == "tick 0\ntick 1\ntick 2\n"
+    assert events[0][0] == "run" and events[-1][0] == "run"
+    assert events[-1][1]["status"] == "RUN_STATUS_SUCCEEDED"

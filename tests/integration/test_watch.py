@@ -1,0 +1,83 @@
+"""WatchRun: live output in order, status changes, late joiners, the database fallback."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from gen.jobmesh.v1 import job_pb2, run_pb2
+from tests.conftest import Client, Mesh, wait_for
+from tests.integration.engine import running_worker
+from tests.integration.jobhelp import one_time
+
+SCRIPT = (
+    "import sys, time\n"
+    "for i in range(1, 6):\n"
+    "    print(f'line {i}', flush=True)\n"
+    "    time.sleep(0.3)\n"
+    "print('done', file=sys.stderr)\n"
+)
+EXPECTED = "".join(f"line {i}\n" for i in range(1, 6))
+
+
+async def first_run(user: Client, job_id: str, status: int | None = None) -> run_pb2.Run | None:
+    page = await user.runs.ListRuns(run_pb2.ListRunsRequest(job_id=job_id), metadata=user.md)
+    runs = [r for r in page.runs if status is None or r.status == status]
+    return runs[0] if runs else None
+
+
+async def collect(user: Client, run_id: str) -> list[tuple[float, run_pb2.WatchRunResponse]]:
+    loop = asyncio.get_running_loop()
+    events = []
+    async for event in user.runs.WatchRun(run_pb2.WatchRunRequest(run_id=run_id), metadata=user.md):
+        events.append((loop.time(), event))
+    return events
+
+
+def text(events: list[tuple[float, run_pb2.WatchRunResponse]], stream: int) -> str:
+    return "".join(e.chunk.data for _, e in events if e.WhichOneof("event") == "chunk" and e.chunk.stream == stream)
+
+
+async def test_watch_streams_output_live_and_ends_with_the_final_status(mesh: Mesh) -> None:
+    user = await mesh.user()
+    mesh.app.start_loops()
+    async with running_worker(mesh.app.settings, "w-watch"):
+        job = await user.jobs.CreateJob(
+            job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script=SCRIPT)), metadata=user.md
+        )
+        run = await wait_for(lambda: first_run(user, job.id))
+        events = await collect(user, run.id)
+    kinds = [e.WhichOneof("event") for _, e in events]
+    assert kinds[0] == "run" and kinds[-1] == "run"
+    assert events[-1][1].run.status == run_pb2.RUN_STATUS_SUCCEEDED
+    assert text(events, run_pb2.LOG_STREAM_STDOUT) == EXPECTED
+    assert text(events, run_pb2.LOG_STREAM_STDERR) == "done\n"
+    statuses = [e.run.status for _, e in events if e.WhichOneof("event") == "run"]
+    assert run_pb2.RUN_STATUS_RUNNING in statuses
+    chunk_times = [t for t, e in events if e.WhichOneof("event") == "chunk" and "line 1" in e.chunk.data]
+    end_time = events[-1][0]
+    assert chunk_times and end_time - chunk_times[0] > 1.0, "line 1 arrived while the run was still running"
+
+
+async def test_late_joiners_get_everything(mesh: Mesh) -> None:
+    user = await mesh.user()
+    mesh.app.start_loops()
+    async with running_worker(mesh.app.settings, "w-late"):
+        job = await user.jobs.CreateJob(
+            job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script=SCRIPT)), metadata=user.md
+        )
+        # Joins mid-run: the lines already written come first.
+        running = await wait_for(lambda: first_run(user, job.id, run_pb2.RUN_STATUS_RUNNING), timeout=15)
+        await asyncio.sleep(0.8)
+        mid = await collect(user, running.id)
+        assert text(mid, run_pb2.LOG_STREAM_STDOUT) == EXPECTED
+    # Joins after the end: output and final status, from the stream...
+    after = await collect(user, running.id)
+    assert text(after, run_pb2.LOG_STREAM_STDOUT) == EXPECTED
+    assert [e.run.status for _, e in after if e.WhichOneof("event") == "run"][-1] == run_pb2.RUN_STATUS_SUCCEEDED
+    # ...and from the database once Redis has forgotten it.
+    await mesh.app.redis.flushdb()
+    stored = await collect(user, running.id)
+    assert text(stored, run_pb2.LOG_STREAM_STDOUT) == EXPECTED
+    assert text(stored, run_pb2.LOG_STREAM_STDERR) == "done\n"
+    assert stored[-1][1].run.status == run_pb2.RUN_STATUS_SUCCEEDED

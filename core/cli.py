@@ -99,11 +99,15 @@ async def up(settings: Settings) -> int:
         await asyncio.to_thread(_migrate, settings)
         print(f"jobmesh: database migrated ({_redacted(settings.database.database_url)})", flush=True)
         forwarders = []
+        s = settings.server
+        child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # Unless told otherwise, clients in the mesh find the servers on the ports in use.
+        child_env.setdefault("JOBMESH_SCHEDULER_ADDR", f"{s.host}:{s.scheduler_port}")
+        child_env.setdefault("JOBMESH_MONITOR_ADDR", f"{s.host}:{s.monitor_grpc_port}")
         for name, module in PROCESSES:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", module,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=child_env,
             )  # fmt: skip
             children.append(proc)
             ready = asyncio.Event()
@@ -116,7 +120,6 @@ async def up(settings: Settings) -> int:
                 print(f"jobmesh: {name} did not become ready", flush=True)
                 return 1
             exited.cancel()
-        s = settings.server
         print(
             "jobmesh: ready\n"
             f"  gRPC   scheduler  {s.host}:{s.scheduler_port}  (grpcurl -plaintext {s.host}:{s.scheduler_port} list)\n"

@@ -27,12 +27,17 @@ class LogEntry:
 
 async def append(redis: Redis, run_id: str, entries: list[tuple[str, str]]) -> None:
     """Append entries in one round trip."""
-    key = keys.run_log_channel(run_id)
     async with redis.pipeline(transaction=False) as pipe:
-        for kind, data in entries:
-            pipe.xadd(key, {"k": kind, "d": data}, maxlen=MAX_ENTRIES, approximate=True)
-        pipe.expire(key, TTL_SECONDS)
+        queue_append(pipe, run_id, entries)
         await pipe.execute()
+
+
+def queue_append(pipe: Any, run_id: str, entries: list[tuple[str, str]]) -> None:
+    """Add the appends to a caller's pipeline (to share its round trip)."""
+    key = keys.run_log_channel(run_id)
+    for kind, data in entries:
+        pipe.xadd(key, {"k": kind, "d": data}, maxlen=MAX_ENTRIES, approximate=True)
+    pipe.expire(key, TTL_SECONDS)
 
 
 async def read(redis: Redis, run_id: str, after: str, block_ms: int | None) -> list[LogEntry]:

@@ -90,7 +90,9 @@ class WorkerSettings(BaseSettings):
     model_config = _config("JOBMESH_WORKER_")
     slots: int = Field(default=4, description="Runs executed concurrently per worker")
     queues: str = Field(default="default", description="Comma-separated queues this worker pulls")
-    executor: str = Field(default="subprocess", description="Script executor: subprocess")
+    executor: str = Field(
+        default="subprocess", description="subprocess (a fresh interpreter per run) or noop (benchmarks only)"
+    )
     heartbeat_seconds: float = Field(default=1.0, description="Heartbeat period")
     heartbeat_ttl_seconds: float = Field(default=10.0, description="A worker silent this long is dead")
     output_cap_bytes: int = Field(default=64 * 1024, description="Captured tail per stream")

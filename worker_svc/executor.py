@@ -210,6 +210,21 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+class NoopExecutor:
+    """Records success without spawning anything: measures the control plane alone
+    (bench/pipeline.py). Never for real jobs."""
+
+    name = "noop"
+
+    async def run(
+        self, source: str, timeout: float, cancel: asyncio.Event, on_output: OutputCallback | None = None
+    ) -> ExecResult:
+        return ExecResult(Outcome.SUCCEEDED, 0, "", "", "", False, False)
+
+    def close(self) -> None:
+        pass
+
+
 class SubprocessExecutor:
     """Runs each script in a fresh interpreter of the worker's own Python."""
 

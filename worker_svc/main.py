@@ -17,14 +17,18 @@ from core.rpc import create_server, stop_server
 from core.settings import Settings
 from db.engine import Database
 from db.repositories.runs import RunRepository
-from worker_svc.executor import Limits, SubprocessExecutor
+from worker_svc.executor import Limits, NoopExecutor, SubprocessExecutor
 from worker_svc.worker import Worker, WorkerConfig
 
 log = logging.getLogger("worker_svc")
 
 
-def build_executor(settings: Settings) -> SubprocessExecutor:
+def build_executor(settings: Settings) -> SubprocessExecutor | NoopExecutor:
     w = settings.worker
+    if w.executor == "noop":
+        return NoopExecutor()
+    if w.executor != "subprocess":
+        raise SystemExit(f"JOBMESH_WORKER_EXECUTOR must be subprocess or noop, not {w.executor!r}")
     limits = Limits(
         cpu_seconds=w.cpu_seconds,
         memory_bytes=w.memory_bytes,

@@ -15,21 +15,31 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core import keys, runlog
+from core.batching import Batcher
 from core.domain import Job, Run, RunOutput, RunStatus, utcnow
 from core.errors import JobmeshError
 from db.repositories.runs import RunRepository, RunResult
-from worker_svc.executor import ExecResult, Outcome, SubprocessExecutor
+from worker_svc.executor import ExecResult, NoopExecutor, Outcome, SubprocessExecutor
 
 log = logging.getLogger(__name__)
 
 POP_TIMEOUT_SECONDS = 1.0
 RESULT_RETRY_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Started:
+    run: Run
+    job: Job
+    token: str
+    cancelled: bool
 
 
 @dataclass(frozen=True)
@@ -42,7 +52,9 @@ class WorkerConfig:
 
 
 class Worker:
-    def __init__(self, config: WorkerConfig, runs: RunRepository, redis: Redis, executor: SubprocessExecutor) -> None:
+    def __init__(
+        self, config: WorkerConfig, runs: RunRepository, redis: Redis, executor: SubprocessExecutor | NoopExecutor
+    ) -> None:
         self.config = config
         self._runs = runs
         self._redis = redis
@@ -52,6 +64,8 @@ class Worker:
         self._active: dict[str, asyncio.Task[Any]] = {}
         self._processing = keys.processing(config.worker_id)
         self._handing_back = False
+        self._starter: Batcher[tuple[str, datetime], Started | None] = Batcher(self._start_batch)
+        self._finisher: Batcher[tuple[RunResult, bytes], bool] = Batcher(self._finish_batch)
         self._user_cancelled: set[str] = set()
 
     @property
@@ -80,6 +94,8 @@ class Worker:
         await asyncio.gather(*tasks[:2], return_exceptions=True)
         with contextlib.suppress(RedisError, OSError):
             await self._redis.zrem(keys.WORKERS, self.config.worker_id)
+        await self._starter.close()
+        await self._finisher.close()
         self._executor.close()
 
     def stop(self) -> None:
@@ -152,21 +168,19 @@ class Worker:
         wait = (msg.due_at - utcnow()).total_seconds()
         if wait > 0:
             await asyncio.sleep(min(wait, 5.0))
-        token = secrets.token_hex(8)
-        started = await self._start(msg, token)
+        started = await self._start(msg)
         if started is None:
             await self._redis.lrem(self._processing, 1, raw)  # type: ignore[arg-type]
             return
-        run, job, cancel_requested = started
         event = asyncio.Event()
-        if cancel_requested or await self._redis.exists(keys.cancel_flag(run.id)):
+        run, job, token = started.run, started.job, started.token
+        if started.cancelled:
             self._user_cancelled.add(run.id)
             event.set()
         self._cancel_events[run.id] = event
         task = asyncio.current_task()
         assert task is not None
         self._active[run.id] = task
-        await self._publish(run.id, [(runlog.STATUS, RunStatus.RUNNING.value)])
 
         async def on_output(stream: str, chunk: bytes) -> None:
             kind = runlog.OUT if stream == "stdout" else runlog.ERR
@@ -185,23 +199,40 @@ class Worker:
         if self._handing_back and result.outcome is Outcome.CANCELLED and not by_user:
             await self._hand_back(run, token, raw, msg.queue)
             return
-        status = await self._report(run, token, result)
-        await self._publish(run.id, [(runlog.END, status.value)])
-        with contextlib.suppress(RedisError, OSError):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.lrem(self._processing, 1, raw)  # type: ignore[arg-type]
-                pipe.zrem(keys.INFLIGHT, run.id)
-                await pipe.execute()
+        await self._report(run, token, result, raw)
 
-    async def _start(self, msg: keys.QueueMessage, token: str) -> tuple[Run, Job, bool] | None:
+    async def _start(self, msg: keys.QueueMessage) -> Started | None:
         while True:
             try:
-                won = await self._runs.start([(msg.run_id, msg.scheduled_at)], self.config.worker_id, token, utcnow())
-                return won[0] if won else None
-            except JobmeshError as exc:
+                return await self._starter.submit((msg.run_id, msg.scheduled_at))
+            except (JobmeshError, RedisError, OSError) as exc:
                 # Database down: the message stays in our processing list; try again.
                 log.warning("start of run %s failed: %s", msg.run_id, exc)
                 await asyncio.sleep(RESULT_RETRY_SECONDS)
+
+    async def _start_batch(self, keys_: list[tuple[str, datetime]]) -> list[Started | None]:
+        """One compare-and-set for every run popped in this instant, then one Redis
+        round trip: their cancel flags, and the RUNNING entry of each live log."""
+        token = secrets.token_hex(8)
+        won = await self._runs.start(keys_, self.config.worker_id, token, utcnow())
+        by_id = {run.id: (run, job, cancelled) for run, job, cancelled in won}
+        flags: list[Any] = []
+        if won:
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for run, _, _ in won:
+                        pipe.exists(keys.cancel_flag(run.id))
+                    for run, _, _ in won:
+                        runlog.queue_append(pipe, run.id, [(runlog.STATUS, RunStatus.RUNNING.value)])
+                    flags = (await pipe.execute())[: len(won)]
+            except (RedisError, OSError) as exc:
+                log.warning("cancel flags unreadable: %s", exc)
+        flagged = {run.id for (run, _, _), flag in zip(won, flags, strict=False) if flag}
+        out: list[Started | None] = []
+        for run_id, _ in keys_:
+            hit = by_id.pop(run_id, None)  # a duplicate message in the same batch gets nothing
+            out.append(Started(hit[0], hit[1], token, hit[2] or run_id in flagged) if hit is not None else None)
+        return out
 
     async def _publish(self, run_id: str, entries: list[tuple[str, str]]) -> None:
         """Live output for WatchRun; best effort (the result row is what counts)."""
@@ -210,35 +241,47 @@ class Worker:
         except (RedisError, OSError) as exc:
             log.debug("live output of %s not published: %s", run_id, exc)
 
-    async def _report(self, run: Run, token: str, result: ExecResult) -> RunStatus:
+    async def _report(self, run: Run, token: str, result: ExecResult, raw: bytes) -> None:
         status = {
             Outcome.SUCCEEDED: RunStatus.SUCCEEDED,
             Outcome.FAILED: RunStatus.FAILED,
             Outcome.TIMED_OUT: RunStatus.TIMED_OUT,
             Outcome.CANCELLED: RunStatus.CANCELLED,
         }[result.outcome]
-        report = RunResult(
-            run_id=run.id,
-            scheduled_at=run.scheduled_at,
-            fencing_token=token,
-            status=status,
-            exit_code=result.exit_code,
-            error=result.error,
-            output=RunOutput(run.id, result.stdout, result.stderr, result.stdout_truncated, result.stderr_truncated),
-        )
+        output = None
+        if result.stdout or result.stderr:
+            output = RunOutput(run.id, result.stdout, result.stderr, result.stdout_truncated, result.stderr_truncated)
+        report = RunResult(run.id, run.scheduled_at, token, status, result.exit_code, result.error, output)
         delay = RESULT_RETRY_SECONDS
         while True:
             try:
-                outcome = await self._runs.finish([report], utcnow())
-                if outcome.rejected:
-                    log.warning("result of run %s rejected: attempt superseded", run.id)
-                return status
-            except JobmeshError as exc:
+                await self._finisher.submit((report, raw))
+                return
+            except (JobmeshError, RedisError, OSError) as exc:
                 # Keep the result until the database takes it; the reaper will not
                 # touch the run while our heartbeat goes on.
                 log.warning("writing result of run %s failed: %s; retrying", run.id, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+
+    async def _finish_batch(self, items: list[tuple[RunResult, bytes]]) -> list[bool]:
+        """One fenced write of every result ready in this instant, then one Redis round
+        trip: each live log's end entry, and the messages off the processing list."""
+        outcome = await self._runs.finish([report for report, _ in items], utcnow())
+        if outcome.rejected:
+            log.warning("results rejected (attempts superseded): %s", ", ".join(outcome.rejected))
+        accepted = set(outcome.accepted)
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for report, raw in items:
+                    runlog.queue_append(pipe, report.run_id, [(runlog.END, report.status.value)])
+                    pipe.lrem(self._processing, 1, raw)  # type: ignore[arg-type]
+                pipe.zrem(keys.INFLIGHT, *[report.run_id for report, _ in items])
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            # The results are written; stale processing entries are dropped by the CAS later.
+            log.warning("post-result cleanup failed: %s", exc)
+        return [report.run_id in accepted for report, _ in items]
 
     async def hand_back_after(self, grace: float) -> None:
         """After SIGTERM: wait ``grace`` for running scripts, then cancel the rest."""

@@ -177,9 +177,12 @@ def test_stopping_worker_hands_back_what_it_cannot_finish(fresh_db: str, procs: 
     channel, md = sign_up(port)
     jobs = job_pb2_grpc.JobServiceStub(channel)
     quick = jobs.CreateJob(job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script="pass")), metadata=md)
-    slow = jobs.CreateJob(
-        job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script="import time\ntime.sleep(4)")), metadata=md
+    # Slow on its first execution only (a marker outside the run's private directory tells).
+    marker = f"/tmp/jobmesh-handback-{os.getpid()}-{time.time_ns()}"
+    script = (
+        f"import os, time\nif not os.path.exists({marker!r}):\n    open({marker!r}, 'w').close()\n    time.sleep(60)\n"
     )
+    slow = jobs.CreateJob(job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script=script)), metadata=md)
 
     def status_of(job_id: str) -> list[tuple[Any, ...]]:
         return asyncio.run(rows(fresh_db, f"SELECT status, worker_id, attempt FROM job_run WHERE job_id='{job_id}'"))
@@ -198,6 +201,7 @@ def test_stopping_worker_hands_back_what_it_cannot_finish(fresh_db: str, procs: 
         assert time.monotonic() < deadline, status_of(slow.id)
         time.sleep(0.2)
     assert status_of(slow.id) == [("SUCCEEDED", "second", 1)]
+    os.unlink(marker)
     channel.close()
     for proc in (second, scheduler):
         assert proc.terminate()[0] == 0

@@ -1,0 +1,40 @@
+"""The batcher coalesces concurrent calls and gives each caller its own answer."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from core.batching import Batcher
+
+
+async def test_concurrent_calls_share_batches() -> None:
+    sizes: list[int] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        return [i * 10 for i in items]
+
+    batcher: Batcher[int, int] = Batcher(flush, max_items=50, interval=0.01)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(120)))
+    await batcher.close()
+    assert results == [i * 10 for i in range(120)]
+    assert sum(sizes) == 120 and max(sizes) <= 50 and len(sizes) <= 4
+
+
+async def test_a_failed_flush_fails_its_callers_only() -> None:
+    calls = 0
+
+    async def flush(items: list[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("database down")
+        return items
+
+    batcher: Batcher[int, int] = Batcher(flush, interval=0.01)
+    with pytest.raises(RuntimeError):
+        await batcher.submit(1)
+    assert await batcher.submit(2) == 2
+    await batcher.close()

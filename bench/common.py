@@ -36,13 +36,14 @@ def percentile(values: list[float], p: float) -> float:
 
 @contextmanager
 def fresh_database() -> Iterator[str]:
-    from db import migrate
-
     name = f"jobmesh_bench_{uuid.uuid4().hex[:8]}"
     subprocess.run(["mysql", "-uroot", "-h127.0.0.1", "-e", f"CREATE DATABASE {name}"], check=True)
     url = f"{MYSQL_ROOT}/{name}"
     try:
-        migrate.upgrade(url)
+        # Alembic runs its own event loop: migrate in a child process.
+        subprocess.run(
+            [sys.executable, "-c", f"from db import migrate; migrate.upgrade({url!r})"], cwd=ROOT, check=True
+        )
         yield url
     finally:
         subprocess.run(["mysql", "-uroot", "-h127.0.0.1", "-e", f"DROP DATABASE IF EXISTS {name}"], check=True)

@@ -31,6 +31,18 @@ from worker_svc.executor import ExecResult, NoopExecutor, Outcome, SubprocessExe
 log = logging.getLogger(__name__)
 
 POP_TIMEOUT_SECONDS = 1.0
+MAX_FETCH = 100
+# KEYS[1] queue, KEYS[2] processing list; ARGV[1] how many. Atomic, so a message
+# is always in exactly one of the two lists.
+POP_MANY = """
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local m = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not m then break end
+  out[#out + 1] = m
+end
+return out
+"""
 RESULT_RETRY_SECONDS = 1.0
 
 
@@ -64,6 +76,9 @@ class Worker:
         self._active: dict[str, asyncio.Task[Any]] = {}
         self._processing = keys.processing(config.worker_id)
         self._handing_back = False
+        self._free = asyncio.Semaphore(config.slots)
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._pop_many = redis.register_script(POP_MANY)
         self._starter: Batcher[tuple[str, datetime], Started | None] = Batcher(self._start_batch)
         self._finisher: Batcher[tuple[RunResult, bytes], bool] = Batcher(self._finish_batch)
         self._user_cancelled: set[str] = set()
@@ -78,17 +93,22 @@ class Worker:
         tasks = [
             asyncio.create_task(self._heartbeat_loop()),
             asyncio.create_task(self._cancel_listener()),
-            *(asyncio.create_task(self._slot_loop(i)) for i in range(self.config.slots)),
         ]
+        fetcher = asyncio.create_task(self._fetch_loop())
         await self._stopping.wait()
-        slots = tasks[2:]
-        # Slots notice the stop within one pop timeout; a run still executing is
-        # ended by hand_back_after(), so this wait is bounded.
-        _, pending = await asyncio.wait(slots, timeout=self.config.shutdown_grace_seconds + 5.0)
-        for task in pending:
-            log.warning("slot did not stop in time; cancelling it")
+        # The fetcher notices the stop within one pop timeout, unless it waits for a free
+        # slot; then it holds nothing and can be cancelled.
+        _, waiting = await asyncio.wait({fetcher}, timeout=POP_TIMEOUT_SECONDS + 1.0)
+        for task in waiting:
             task.cancel()
-        await asyncio.gather(*slots, return_exceptions=True)
+        await asyncio.gather(fetcher, return_exceptions=True)
+        # A run still executing is ended by hand_back_after(), so this wait is bounded.
+        if self._handlers:
+            _, pending = await asyncio.wait(self._handlers, timeout=self.config.shutdown_grace_seconds + 5.0)
+            for task in pending:
+                log.warning("run handler did not stop in time; cancelling it")
+                task.cancel()
+            await asyncio.gather(*self._handlers, return_exceptions=True)
         for task in tasks[:2]:
             task.cancel()
         await asyncio.gather(*tasks[:2], return_exceptions=True)
@@ -132,29 +152,48 @@ class Worker:
                 log.warning("cancel listener: %s", exc)
                 await asyncio.sleep(1.0)
 
-    async def _slot_loop(self, slot: int) -> None:
-        queue_index = slot
+    async def _fetch_loop(self) -> None:
+        """Pop as many messages as there are free slots in one round trip (a Lua
+        script of LMOVEs into this worker's processing list), blocking on BLMOVE
+        only when the queues are empty; each message runs in its own task."""
+        queue_index = 0
         while not self._stopping.is_set():
+            await self._free.acquire()
+            free = 1
+            while free < MAX_FETCH and not self._free.locked():
+                await self._free.acquire()
+                free += 1
             queue = self.config.queues[queue_index % len(self.config.queues)]
             queue_index += 1
             try:
-                raw: Any = await self._redis.blmove(
-                    keys.queue(queue),
-                    self._processing,
-                    POP_TIMEOUT_SECONDS,  # type: ignore[arg-type]  # redis accepts float seconds
-                    "RIGHT",
-                    "LEFT",
-                )
+                raws: list[Any] = await self._pop_many(keys=[keys.queue(queue), self._processing], args=[free])
+                if not raws:
+                    one: Any = await self._redis.blmove(
+                        keys.queue(queue),
+                        self._processing,
+                        POP_TIMEOUT_SECONDS,  # type: ignore[arg-type]  # redis accepts float seconds
+                        "RIGHT",
+                        "LEFT",
+                    )
+                    raws = [one] if one is not None else []
             except (RedisError, OSError) as exc:
                 log.warning("pop from %s failed: %s", queue, exc)
+                raws = []
                 await asyncio.sleep(1.0)
-                continue
-            if raw is None:
-                continue
-            try:
-                await self._handle(raw)
-            except Exception:
-                log.exception("handling a message failed")
+            for _ in range(free - len(raws)):
+                self._free.release()
+            for raw in raws:
+                task = asyncio.create_task(self._guarded(raw))
+                self._handlers.add(task)
+                task.add_done_callback(self._handlers.discard)
+
+    async def _guarded(self, raw: bytes) -> None:
+        try:
+            await self._handle(raw)
+        except Exception:
+            log.exception("handling a message failed")
+        finally:
+            self._free.release()
 
     # One run ----------------------------------------------------------------
 

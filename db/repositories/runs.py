@@ -295,23 +295,36 @@ class RunRepository:
         if not results:
             return outcome
         async with self._db.transaction() as conn:
+            # Lock the rows and read their current tokens: the fencing check and the
+            # writes happen under the same locks, in one transaction per batch.
+            keys = [(r.run_id, r.scheduled_at) for r in results]
+            current = {
+                row.id: row.fencing_token
+                for row in (
+                    await conn.execute(
+                        select(RunRow.id, RunRow.fencing_token)
+                        .where(
+                            tuple_(RunRow.id, RunRow.scheduled_at).in_(keys), RunRow.status == RunStatus.RUNNING.value
+                        )
+                        .with_for_update()
+                    )
+                ).all()
+            }
+            groups: dict[tuple[str, int, str], list[tuple[str, datetime]]] = {}
             for res in results:
-                done = await conn.execute(
+                if current.pop(res.run_id, None) == res.fencing_token:
+                    outcome.accepted.append(res.run_id)
+                    groups.setdefault((res.status.value, res.exit_code, res.error[:1000]), []).append(
+                        (res.run_id, res.scheduled_at)
+                    )
+                else:
+                    outcome.rejected.append(res.run_id)
+            for (status, exit_code, error), group in groups.items():
+                await conn.execute(
                     update(RunRow)
-                    .where(
-                        RunRow.id == res.run_id,
-                        RunRow.scheduled_at == res.scheduled_at,
-                        RunRow.fencing_token == res.fencing_token,
-                        RunRow.status == RunStatus.RUNNING.value,
-                    )
-                    .values(
-                        status=res.status.value,
-                        finished_at=now,
-                        exit_code=res.exit_code,
-                        error=res.error[:1000],
-                    )
+                    .where(tuple_(RunRow.id, RunRow.scheduled_at).in_(group))
+                    .values(status=status, finished_at=now, exit_code=exit_code, error=error)
                 )
-                (outcome.accepted if done.rowcount == 1 else outcome.rejected).append(res.run_id)
             accepted = set(outcome.accepted)
             outputs = [r.output for r in results if r.run_id in accepted and r.output is not None]
             sched = {r.run_id: r.scheduled_at for r in results}

@@ -29,10 +29,14 @@ async def push_runs(redis: Redis, runs: list[Run], now: datetime) -> None:
     """One pipeline: each message onto its queue, and the run into the in-flight set."""
     if not runs:
         return
+    by_queue: dict[str, list[str]] = {}
+    for run in runs:
+        by_queue.setdefault(run.queue, []).append(
+            keys.QueueMessage(run.id, run.scheduled_at, run.due_at, run.queue).encode()
+        )
     async with redis.pipeline(transaction=False) as pipe:
-        for run in runs:
-            msg = keys.QueueMessage(run.id, run.scheduled_at, run.due_at, run.queue)
-            pipe.lpush(keys.queue(run.queue), msg.encode())
+        for queue, messages in by_queue.items():
+            pipe.lpush(keys.queue(queue), *messages)
         pipe.zadd(keys.INFLIGHT, {run.id: now.timestamp() for run in runs})
         pipe.sadd(keys.QUEUES, *{run.queue for run in runs})
         await pipe.execute()

@@ -27,7 +27,7 @@ def job_from_row(row: Any) -> Job:
         cron_expr=row.cron_expr,
         timezone=row.timezone,
         scheduled_at=row.scheduled_at,
-        script_content=row.script_content,
+        script_content=getattr(row, "script_content", ""),
         timeout_seconds=row.timeout_seconds,
         retry_policy=RetryPolicy(
             max_attempts=row.retry_max_attempts,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy import ColumnElement, and_, func, insert, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -22,6 +22,7 @@ from db.engine import Database
 from db.models import JobRow, RunOutputRow, RunRow
 from db.repositories.rows import job_from_row, run_from_row
 
+JOB_WITHOUT_SCRIPT = [c for c in JobRow.__table__.c if c.name != "script_content"]
 _ACTIVE = (RunStatus.PENDING.value, RunStatus.QUEUED.value, RunStatus.RUNNING.value)
 
 
@@ -46,6 +47,13 @@ def _row_values(run: Run, now: datetime) -> dict[str, Any]:
         "cancel_requested": False,
         "created_at": now,
     }
+
+
+def by_keys(keys: Sequence[tuple[str, datetime]]) -> ColumnElement[bool]:
+    """Rows by (id, scheduled_at). A row-constructor IN defeats MariaDB's indexes, so:
+    ids through their index, and the scheduled_at range for partition pruning."""
+    times = [t for _, t in keys]
+    return and_(RunRow.id.in_([i for i, _ in keys]), RunRow.scheduled_at.between(min(times), max(times)))
 
 
 async def insert_runs(conn: AsyncConnection, runs: Sequence[Run], now: datetime) -> None:
@@ -115,7 +123,7 @@ class DispatchBatch:
         if runs:
             await self._conn.execute(
                 update(RunRow)
-                .where(tuple_(RunRow.id, RunRow.scheduled_at).in_([(r.id, r.scheduled_at) for r in runs]))
+                .where(by_keys([(r.id, r.scheduled_at) for r in runs]))
                 .values(status=RunStatus.QUEUED.value, queued_at=now)
             )
 
@@ -123,16 +131,14 @@ class DispatchBatch:
         if runs:
             await self._conn.execute(
                 update(RunRow)
-                .where(tuple_(RunRow.id, RunRow.scheduled_at).in_([(r.id, r.scheduled_at) for r in runs]))
+                .where(by_keys([(r.id, r.scheduled_at) for r in runs]))
                 .values(status=RunStatus.SKIPPED.value, skip_reason=reason, finished_at=now)
             )
 
     async def request_cancel(self, runs: Sequence[Run]) -> None:
         if runs:
             await self._conn.execute(
-                update(RunRow)
-                .where(tuple_(RunRow.id, RunRow.scheduled_at).in_([(r.id, r.scheduled_at) for r in runs]))
-                .values(cancel_requested=True)
+                update(RunRow).where(by_keys([(r.id, r.scheduled_at) for r in runs])).values(cancel_requested=True)
             )
 
 
@@ -219,7 +225,8 @@ class RunRepository:
             active: dict[str, list[Run]] = {}
             if runs:
                 job_ids = sorted({r.job_id for r in runs})
-                for job_row in (await conn.execute(select(JobRow).where(JobRow.id.in_(job_ids)))).all():
+                # Only what the dispatch rules read (the script can be 256 KiB).
+                for job_row in (await conn.execute(select(*JOB_WITHOUT_SCRIPT).where(JobRow.id.in_(job_ids)))).all():
                     jobs[job_row.id] = job_from_row(job_row)
                 guarded = [j for j in job_ids if j in jobs and jobs[j].overlap_policy.value != "ALLOW"]
                 if guarded:
@@ -252,7 +259,7 @@ class RunRepository:
                 await conn.execute(
                     update(RunRow)
                     .where(
-                        tuple_(RunRow.id, RunRow.scheduled_at).in_([(r.id, r.scheduled_at) for r in runs]),
+                        by_keys([(r.id, r.scheduled_at) for r in runs]),
                         RunRow.status == RunStatus.QUEUED.value,
                     )
                     .values(queued_at=now)
@@ -268,7 +275,7 @@ class RunRepository:
         if not keys:
             return []
         async with self._db.transaction() as conn:
-            where_keys = tuple_(RunRow.id, RunRow.scheduled_at).in_(list(keys))
+            where_keys = by_keys(keys)
             await conn.execute(
                 update(RunRow)
                 .where(where_keys, RunRow.status == RunStatus.QUEUED.value)
@@ -303,9 +310,7 @@ class RunRepository:
                 for row in (
                     await conn.execute(
                         select(RunRow.id, RunRow.fencing_token)
-                        .where(
-                            tuple_(RunRow.id, RunRow.scheduled_at).in_(keys), RunRow.status == RunStatus.RUNNING.value
-                        )
+                        .where(by_keys(keys), RunRow.status == RunStatus.RUNNING.value)
                         .with_for_update()
                     )
                 ).all()
@@ -322,7 +327,7 @@ class RunRepository:
             for (status, exit_code, error), group in groups.items():
                 await conn.execute(
                     update(RunRow)
-                    .where(tuple_(RunRow.id, RunRow.scheduled_at).in_(group))
+                    .where(by_keys(group))
                     .values(status=status, finished_at=now, exit_code=exit_code, error=error)
                 )
             accepted = set(outcome.accepted)
@@ -337,10 +342,12 @@ class RunRepository:
         self, conn: AsyncConnection, results: Sequence[RunResult], now: datetime, outcome: FinishOutcome, rng: Any
     ) -> None:
         keys = [(r.run_id, r.scheduled_at) for r in results]
-        rows = (await conn.execute(select(RunRow).where(tuple_(RunRow.id, RunRow.scheduled_at).in_(keys)))).all()
+        rows = (await conn.execute(select(RunRow).where(by_keys(keys)))).all()
         runs = [run_from_row(r) for r in rows]
         outcome.finished.extend(runs)
-        job_rows = (await conn.execute(select(JobRow).where(JobRow.id.in_({r.job_id for r in runs})))).all()
+        job_rows = (
+            await conn.execute(select(*JOB_WITHOUT_SCRIPT).where(JobRow.id.in_({r.job_id for r in runs})))
+        ).all()
         jobs = {r.id: job_from_row(r) for r in job_rows}
         retries: list[Run] = []
         completed: list[str] = []

@@ -88,7 +88,10 @@ class JobRepository:
                         **_values(job),
                     )
                 )
-                await _set_schedule(conn, job.id, next_fire_at)
+                if next_fire_at is not None:  # a new job has no cursor to replace
+                    await conn.execute(
+                        insert(ScheduleStateRow).values(job_id=job.id, next_fire_at=next_fire_at, version=1)
+                    )
                 if first_run is not None:
                     await insert_runs(conn, [first_run], now)
         except IntegrityError:
@@ -97,8 +100,14 @@ class JobRepository:
                 if existing is not None:
                     return existing, False
             raise
-        created = await self.get(job.id)
-        assert created is not None
+        created = job.with_changes(
+            state=JobState.ACTIVE,
+            version=1,
+            create_time=now,
+            update_time=now,
+            next_fire_time=next_fire_at,
+            raw_multiplier=None,
+        )
         return created, True
 
     async def _by_request_id(self, owner_id: str, request_id: str) -> Job | None:

@@ -8,12 +8,14 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 MYSQL_ROOT = os.environ.get("JOBMESH_BENCH_MYSQL", "mysql+asyncmy://root@127.0.0.1:3306")
@@ -87,6 +89,9 @@ class Processes:
             if not line and proc.poll() is not None:
                 raise RuntimeError(f"{module} exited")
             if ready in line:
+                # Keep draining its output (a full pipe would stall the process) into a log.
+                log_path = Path("/tmp") / f"jobmesh-bench-{module}-{proc.pid}.log"
+                threading.Thread(target=_drain, args=(proc.stdout, log_path), daemon=True).start()
                 return re.search(r"grpc=[\d.]+:(\d+)", line)
         raise RuntimeError(f"{module} did not become ready")
 
@@ -100,6 +105,13 @@ class Processes:
                 proc.kill()
             if proc.stdout is not None:
                 proc.stdout.close()
+
+
+def _drain(stream: Any, path: Path) -> None:
+    with path.open("wb") as out:
+        for line in stream:
+            out.write(line)
+            out.flush()
 
 
 @contextmanager

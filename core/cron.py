@@ -88,10 +88,11 @@ class CronSchedule:
     def next_slot(self, after: datetime, tz: ZoneInfo) -> LocalSlot:
         """The first fire time strictly after ``after`` (aware), per the DST rule."""
         after_utc = after.astimezone(UTC)
+        # Start at the wall-clock reading of `after` (always a valid local time): a
+        # wall-clock slot at or before it maps to an instant at or before `after`,
+        # including gap slots (moved to the transition, which `after` has passed).
+        # Later ones that map back in time (the repeated hour) are skipped below.
         cursor = after_utc.astimezone(tz).replace(tzinfo=None)
-        # Back up one hour of wall clock so a slot moved forward out of a gap that
-        # ends after `after` is still seen; the UTC comparison below filters the rest.
-        cursor -= timedelta(hours=1)
         for _ in range(_MAX_SCAN):
             cursor = self._next_naive(cursor)
             slot = _resolve(cursor, tz)

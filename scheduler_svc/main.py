@@ -57,7 +57,8 @@ class SchedulerApp:
         self.codec = codec
         self.accounts = Accounts(UserRepository(self.db), codec, settings.auth)
         self.run_repo = RunRepository(self.db)
-        self.jobs = Jobs(JobRepository(self.db), self.run_repo)
+        self.job_repo = JobRepository(self.db)
+        self.jobs = Jobs(self.job_repo, self.run_repo)
         self.runs = Runs(self.run_repo, self.jobs, self.redis)
         sched = settings.scheduler
         self.scheduler_id = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
@@ -148,6 +149,7 @@ class SchedulerApp:
             await self._http.cleanup()
         with contextlib.suppress(RedisError, OSError):  # Redis may be gone; nothing depends on this cleanup
             await self.redis.zrem(keys.SCHEDULERS, self.scheduler_id)
+        await self.job_repo.close()
         await self.redis.aclose()
         await self.db.close()
 

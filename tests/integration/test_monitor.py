@@ -1,0 +1,44 @@
+"""The monitor's view: NOT_SERVING when the database or Redis is down; figures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from redis.asyncio import Redis
+
+from db.engine import Database
+from gen.jobmesh.v1 import job_pb2
+from monitor_svc.health import DEGRADED, NOT_SERVING, SERVING, MeshHealth
+from tests.conftest import Mesh
+from tests.integration.jobhelp import one_time, recurring
+
+
+async def test_health_follows_its_dependencies(mesh: Mesh) -> None:
+    health = MeshHealth(mesh.app.db, mesh.app.redis, 10.0)
+    report = await health.check()
+    parts = {c.name: c.status for c in report.components}
+    assert parts["database"] == SERVING and parts["redis"] == SERVING
+    assert report.status == DEGRADED and parts["workers"] == DEGRADED, "no worker is alive"
+
+    dead_db = Database.from_url("mysql+asyncmy://root@127.0.0.1:1/nowhere", 1)
+    dead_redis = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
+    try:
+        for db, redis, down in ((dead_db, mesh.app.redis, "database"), (mesh.app.db, dead_redis, "redis")):
+            report = await MeshHealth(db, redis, 10.0).check()
+            assert report.status == NOT_SERVING
+            assert {c.name: c.status for c in report.components}[down] == NOT_SERVING
+    finally:
+        await dead_db.close()
+        await dead_redis.aclose()
+
+
+async def test_figures(mesh: Mesh) -> None:
+    user = await mesh.user()
+    await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring()), metadata=user.md)
+    await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC))), metadata=user.md)
+    await mesh.app.dispatcher.tick()
+    figures = await MeshHealth(mesh.app.db, mesh.app.redis, 10.0).figures()
+    assert figures.jobs_by_state["ACTIVE"] == 2
+    assert figures.runs_by_status["QUEUED"] == 1
+    assert figures.queue_depths == {"default": 1}
+    assert figures.oldest_pending_age_seconds >= 0

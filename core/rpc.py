@@ -14,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 
 import grpc
@@ -123,61 +124,45 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         return handler
 
-    def _enter(self, method: str, context: grpc.aio.ServicerContext, needs_auth: bool) -> None:
-        metadata = tuple(context.invocation_metadata() or ())
-        request_id = next((str(v) for k, v in metadata if k == "x-request-id"), "") or uuid.uuid4().hex
-        logs.request_id_var.set(request_id)
-        if needs_auth and self._authenticate is not None:
-            auth.principal_var.set(self._authenticate(method, metadata))
+    @asynccontextmanager
+    async def _scope(self, method: str, context: grpc.aio.ServicerContext, needs_auth: bool) -> AsyncIterator[None]:
+        """Around one RPC: context and principal in, errors translated, metrics out."""
+        service, name = _split(method)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            metadata = tuple(context.invocation_metadata() or ())
+            request_id = next((str(v) for k, v in metadata if k == "x-request-id"), "") or uuid.uuid4().hex
+            logs.request_id_var.set(request_id)
+            if needs_auth and self._authenticate is not None:
+                auth.principal_var.set(self._authenticate(method, metadata))
+            yield
+        except errors.JobmeshError as exc:
+            code = status_code_of(exc)
+            _log_error(method, exc, code)
+            await context.abort_with_status(to_grpc_status(exc))
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("unhandled error in %s", method)
+            await context.abort_with_status(_internal_status())
+        finally:
+            metrics.observe_rpc(service, name, code.name, time.perf_counter() - started)
 
     def _wrap_unary(self, inner: Any, method: str, needs_auth: bool) -> Any:
-        service, name = _split(method)
-
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                self._enter(method, context, needs_auth)
+            async with self._scope(method, context, needs_auth):
                 return await inner(request, context)
-            except errors.JobmeshError as exc:
-                code = status_code_of(exc)
-                _log_error(method, exc, code)
-                await context.abort_with_status(to_grpc_status(exc))
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("unhandled error in %s", method)
-                await context.abort_with_status(_internal_status())
-            finally:
-                metrics.observe_rpc(service, name, code.name, time.perf_counter() - started)
 
         return handle
 
     def _wrap_stream(self, inner: Any, method: str, needs_auth: bool) -> Any:
-        service, name = _split(method)
-
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                self._enter(method, context, needs_auth)
+            async with self._scope(method, context, needs_auth):
                 async for item in inner(request, context):
                     yield item
-            except errors.JobmeshError as exc:
-                code = status_code_of(exc)
-                _log_error(method, exc, code)
-                await context.abort_with_status(to_grpc_status(exc))
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except Exception:
-                code = grpc.StatusCode.INTERNAL
-                log.exception("unhandled error in %s", method)
-                await context.abort_with_status(_internal_status())
-            finally:
-                metrics.observe_rpc(service, name, code.name, time.perf_counter() - started)
 
         return handle
 

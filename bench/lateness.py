@@ -30,7 +30,9 @@ async def run(jobs: int, seconds: float, workers: int, slots: int) -> dict[str, 
                 procs.start(
                     "worker_svc.main", env_for(url, JOBMESH_WORKER_EXECUTOR="noop", JOBMESH_WORKER_SLOTS=str(slots))
                 )
-            procs.start("scheduler_svc.main", env_for(url, JOBMESH_SCHEDULER_PORT=str(free_port()), JOBMESH_LOG_LEVEL="INFO"))
+            procs.start(
+                "scheduler_svc.main", env_for(url, JOBMESH_SCHEDULER_PORT=str(free_port()), JOBMESH_LOG_LEVEL="INFO")
+            )
             start = (datetime.now(UTC) + timedelta(seconds=3)).replace(microsecond=0)
             ids = [new_id() for _ in range(jobs)]
             rows = []

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import json
 import os
 import pwd
 import secrets
@@ -25,7 +24,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -137,30 +135,34 @@ class PidsCgroup:
             fh.write(str(max_pids))
         self.procs = os.path.join(self.path, "cgroup.procs")
 
-    def kill_all(self) -> None:
-        for _ in range(200):
-            try:
-                with open(self.procs) as fh:
-                    pids = [int(p) for p in fh.read().split()]
-            except OSError:
-                return
+    def _pids(self) -> list[int]:
+        try:
+            with open(self.procs) as fh:
+                return [int(p) for p in fh.read().split()]
+        except OSError:
+            return []
+
+    async def kill_all(self) -> None:
+        """SIGKILL every process of the run until none is left (never blocks the loop)."""
+        for _ in range(400):
+            pids = self._pids()
             if not pids:
                 return
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
-            time.sleep(0.005)
+            await asyncio.sleep(0.005)
 
-    def remove(self) -> None:
-        self.kill_all()
-        for _ in range(100):
+    async def remove(self) -> None:
+        await self.kill_all()
+        for _ in range(200):
             try:
                 os.rmdir(self.path)
                 return
             except FileNotFoundError:
                 return
-            except OSError:
-                time.sleep(0.01)
+            except OSError:  # the last processes are still being reaped
+                await asyncio.sleep(0.005)
 
 
 # Runs first in the fresh interpreter, single-threaded: joins the run's cgroup,
@@ -168,41 +170,42 @@ class PidsCgroup:
 # this in a preexec_fn instead would run Python between fork and exec in the
 # (multi-threaded, gRPC-using) worker, which is unsafe.
 BOOTSTRAP = """
-import json, os, resource, runpy, sys
-cfg = json.loads(sys.argv[1])
-if cfg["cgroup"]:
-    with open(cfg["cgroup"], "w") as fh:
-        fh.write(str(os.getpid()))
-for name, value in cfg["limits"].items():
-    res = getattr(resource, name)
-    resource.setrlimit(res, (value, value))
-if cfg["uid"] is not None:
+import os, resource, sys
+_cg, _uid, _gid, _cpu, _as, _nofile, _fsize, _nproc, _script = sys.argv[1:10]
+if _cg != "-":
+    with open(_cg, "w") as _fh:
+        _fh.write(str(os.getpid()))
+for _res, _value in ((resource.RLIMIT_CPU, _cpu), (resource.RLIMIT_AS, _as), (resource.RLIMIT_NOFILE, _nofile),
+                     (resource.RLIMIT_FSIZE, _fsize), (resource.RLIMIT_NPROC, _nproc), (resource.RLIMIT_CORE, "0")):
+    resource.setrlimit(_res, (int(_value), int(_value)))
+if _uid != "-":
     os.setgroups([])
-    os.setgid(cfg["gid"])
-    os.setuid(cfg["uid"])
-script = cfg["script"]
-sys.argv = [script]
-runpy.run_path(script, run_name="__main__")
+    os.setgid(int(_gid))
+    os.setuid(int(_uid))
+sys.argv = [_script]
+with open(_script, "rb") as _fh:
+    _code = compile(_fh.read(), _script, "exec")
+_globals = {"__name__": "__main__", "__file__": _script, "__builtins__": __builtins__}
+del _cg, _uid, _gid, _cpu, _as, _nofile, _fsize, _nproc, _res, _value, _fh
+exec(_code, _globals)
 """
 
 
-def bootstrap_config(limits: Limits, identity: tuple[int, int] | None, cgroup_procs: str | None, script: str) -> str:
-    return json.dumps(
-        {
-            "cgroup": cgroup_procs,
-            "limits": {
-                "RLIMIT_CPU": limits.cpu_seconds,
-                "RLIMIT_AS": limits.memory_bytes,
-                "RLIMIT_NOFILE": limits.open_files,
-                "RLIMIT_FSIZE": limits.file_size_bytes,
-                "RLIMIT_NPROC": limits.processes,
-                "RLIMIT_CORE": 0,
-            },
-            "uid": identity[0] if identity else None,
-            "gid": identity[1] if identity else None,
-            "script": script,
-        }
-    )
+def bootstrap_args(
+    limits: Limits, identity: tuple[int, int] | None, cgroup_procs: str | None, script: str
+) -> list[str]:
+    """The bootstrap's argv: plain strings, so it needs no import beyond os/resource/sys."""
+    return [
+        cgroup_procs or "-",
+        str(identity[0]) if identity else "-",
+        str(identity[1]) if identity else "-",
+        str(limits.cpu_seconds),
+        str(limits.memory_bytes),
+        str(limits.open_files),
+        str(limits.file_size_bytes),
+        str(limits.processes),
+        script,
+    ]
 
 
 def kill_group(pgid: int) -> None:
@@ -263,7 +266,7 @@ class SubprocessExecutor:
                 return await self._execute(script, workdir, timeout, cancel, on_output, cgroup)
             finally:
                 if cgroup is not None:
-                    cgroup.remove()
+                    await cgroup.remove()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -284,7 +287,7 @@ class SubprocessExecutor:
             "-u",
             "-c",
             BOOTSTRAP,
-            bootstrap_config(self._limits, self._identity, cgroup.procs if cgroup else None, script),
+            *bootstrap_args(self._limits, self._identity, cgroup.procs if cgroup else None, script),
             cwd=workdir,
             env=clean_environment(workdir),
             stdin=asyncio.subprocess.DEVNULL,
@@ -309,14 +312,14 @@ class SubprocessExecutor:
                 outcome = Outcome.CANCELLED if cancelled in done else Outcome.TIMED_OUT
                 kill_group(pgid)
                 if cgroup is not None:
-                    cgroup.kill_all()
+                    await cgroup.kill_all()
                 await waiter
         finally:
             cancelled.cancel()
             # Whatever the script left behind in its group (or cgroup) goes too.
             kill_group(pgid)
             if cgroup is not None:
-                cgroup.kill_all()
+                await cgroup.kill_all()
             if not waiter.done():
                 waiter.cancel()
             # A grandchild outside the group could hold the pipes open: don't wait forever.

@@ -205,3 +205,60 @@ def test_stopping_worker_hands_back_what_it_cannot_finish(fresh_db: str, procs: 
     channel.close()
     for proc in (second, scheduler):
         assert proc.terminate()[0] == 0
+
+
+@pytest.mark.timeout(180)
+def test_worker_killed_between_batch_flushes_loses_no_result(fresh_db: str, procs: list[Proc]) -> None:
+    """Results are written in batches; a worker killed with some of them unwritten
+    leaves those runs RUNNING, so they become LOST and are retried - a run never
+    counts as done without its result row."""
+    flush_redis()
+    port = free_port()
+    env = base_env(fresh_db, REDIS_TEST_URL, JOBMESH_SCHEDULER_PORT=str(port))
+    scheduler = start("scheduler_svc.main", env, "scheduler")
+    procs.append(scheduler)
+    scheduler.read_until("scheduler_svc ready")
+    victim = start("worker_svc.main", {**env, "JOBMESH_WORKER_ID": "victim", "JOBMESH_WORKER_SLOTS": "8"}, "victim")
+    procs.append(victim)
+    victim.read_until("worker_svc ready")
+    channel, md = sign_up(port)
+    jobs = job_pb2_grpc.JobServiceStub(channel)
+    policy = job_pb2.RetryPolicy(max_attempts=3, strategy=job_pb2.RETRY_STRATEGY_FIXED_BACKOFF)
+    ids = [
+        jobs.CreateJob(
+            job_pb2.CreateJobRequest(
+                job=one_time(datetime.now(UTC), script="import time\ntime.sleep(0.2)", retry_policy=policy)
+            ),
+            metadata=md,
+        ).id
+        for _ in range(40)
+    ]
+
+    def statuses() -> list[tuple[Any, ...]]:
+        return asyncio.run(rows(fresh_db, "SELECT job_id, attempt, status FROM job_run"))
+
+    deadline = time.monotonic() + 60
+    while sum(1 for r in statuses() if r[2] == "SUCCEEDED") < 5:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(victim.popen.pid, signal.SIGKILL)
+    victim.popen.wait()
+    rescuer = start("worker_svc.main", {**env, "JOBMESH_WORKER_ID": "rescuer", "JOBMESH_WORKER_SLOTS": "8"}, "rescuer")
+    procs.append(rescuer)
+    deadline = time.monotonic() + 90
+    while True:
+        current = statuses()
+        done = {r[0] for r in current if r[2] == "SUCCEEDED"}
+        if done == set(ids) and not [r for r in current if r[2] in ("PENDING", "QUEUED", "RUNNING")]:
+            break
+        assert time.monotonic() < deadline, Counter(r[2] for r in current)
+        time.sleep(0.2)
+    per_job = Counter(r[0] for r in current if r[2] == "SUCCEEDED")
+    assert set(per_job.values()) == {1}, "each job succeeded exactly once"
+    lost = [r for r in current if r[2] == "LOST"]
+    assert lost, "the kill caught runs in flight"
+    for job_id, attempt, _ in lost:
+        assert any(r[0] == job_id and r[1] == attempt + 1 for r in current), "every LOST attempt was retried"
+    channel.close()
+    for proc in (rescuer, scheduler):
+        assert proc.terminate()[0] == 0

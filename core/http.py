@@ -21,11 +21,16 @@ async def start_http(app: web.Application, host: str, port: int) -> tuple[web.Ap
     return runner, bound
 
 
+def metrics_response() -> web.Response:
+    """The process's Prometheus registry in the text exposition format."""
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
 def metrics_app() -> web.Application:
     """This process's own Prometheus instruments (e.g. grpc_server_handled_total)."""
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return metrics_response()
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

@@ -31,7 +31,6 @@ from core import auth, errors, logs, metrics
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
-DEFAULT_DEADLINE_SECONDS = 10.0
 ERROR_DOMAIN = "jobmesh.dev"
 
 ERROR_TABLE: dict[type[errors.JobmeshError], grpc.StatusCode] = {

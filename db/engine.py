@@ -48,10 +48,6 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
     )
 
 
-def is_mysql(engine: AsyncEngine) -> bool:
-    return engine.dialect.name == "mysql"
-
-
 class Database:
     """The engine plus ``transaction()``; the repositories' only way in."""
 

@@ -8,9 +8,8 @@ import logging
 
 from aiohttp import web
 from grpc_health.v1 import health_pb2 as grpc_health_pb2
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from core.http import start_http
+from core.http import metrics_response, start_http
 from core.logs import configure_logging
 from core.loops import run_loop
 from core.process import wait_for_shutdown_signal
@@ -43,7 +42,7 @@ def build_http(health: MeshHealth, collector: MetricsCollector) -> web.Applicati
             await collector.refresh()
         except Exception:  # the process's own series are still worth serving
             log.warning("metrics refresh failed", exc_info=True)
-        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return metrics_response()
 
     app = web.Application()
     app.router.add_get("/api/health", api_health)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, insert, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -153,11 +153,6 @@ class RunRepository:
             row = (await conn.execute(select(RunRow).where(RunRow.id == run_id))).first()
         return run_from_row(row) if row else None
 
-    async def cancel_requested(self, run_id: str) -> bool:
-        async with self._db.transaction() as conn:
-            value = (await conn.execute(select(RunRow.cancel_requested).where(RunRow.id == run_id))).scalar()
-        return bool(value)
-
     async def list_for_job(self, job_id: str, status: RunStatus | None, limit: int, offset: int) -> list[Run]:
         stmt = select(RunRow).where(RunRow.job_id == job_id)
         if status is not None:
@@ -173,11 +168,6 @@ class RunRepository:
         if row is None:
             return None
         return RunOutput(row.run_id, row.stdout, row.stderr, row.stdout_truncated, row.stderr_truncated)
-
-    async def counts_by_status(self) -> dict[str, int]:
-        async with self._db.transaction() as conn:
-            rows = (await conn.execute(select(RunRow.status, func.count()).group_by(RunRow.status))).all()
-        return {str(s): int(n) for s, n in rows}
 
     # Writes from the API ----------------------------------------------------
 
@@ -401,11 +391,6 @@ class RunRepository:
                 .values(status=RunStatus.QUEUED.value, queued_at=now, started_at=None, worker_id="")
             )
         return bool(done.rowcount == 1)
-
-    async def save_output(self, outputs: Sequence[tuple[RunOutput, datetime]]) -> None:
-        if outputs:
-            async with self._db.transaction() as conn:
-                await _upsert_outputs(conn, [o for o, _ in outputs], {o.run_id: s for o, s in outputs})
 
     # Reaper -----------------------------------------------------------------
 

@@ -79,10 +79,3 @@ class ScheduleRepository:
                     jobs[row.id] = job_from_row(row)
             items = [DueSchedule(jobs.get(r.job_id), r.job_id, r.next_fire_at) for r in rows]
             yield ScheduleBatch(conn, items)
-
-    async def cursor(self, job_id: str) -> datetime | None:
-        async with self._db.transaction() as conn:
-            value = (
-                await conn.execute(select(ScheduleStateRow.next_fire_at).where(ScheduleStateRow.job_id == job_id))
-            ).scalar()
-        return value

@@ -60,14 +60,20 @@ def flush_redis() -> None:
     client.close()
 
 
-@pytest.mark.timeout(120)
-def test_killed_worker_run_becomes_lost_and_is_retried_elsewhere(fresh_db: str, procs: list[Proc]) -> None:
+def start_scheduler(database_url: str, procs: list[Proc]) -> tuple[int, dict[str, str], Proc]:
+    """A clean Redis keyspace and one ready scheduler; returns its port, env and process."""
     flush_redis()
     port = free_port()
-    env = base_env(fresh_db, REDIS_TEST_URL, JOBMESH_SCHEDULER_PORT=str(port))
+    env = base_env(database_url, REDIS_TEST_URL, JOBMESH_SCHEDULER_PORT=str(port))
     scheduler = start("scheduler_svc.main", env, "scheduler")
     procs.append(scheduler)
     scheduler.read_until("scheduler_svc ready")
+    return port, env, scheduler
+
+
+@pytest.mark.timeout(120)
+def test_killed_worker_run_becomes_lost_and_is_retried_elsewhere(fresh_db: str, procs: list[Proc]) -> None:
+    port, env, scheduler = start_scheduler(fresh_db, procs)
     doomed = start("worker_svc.main", {**env, "JOBMESH_WORKER_ID": "doomed"}, "doomed worker")
     procs.append(doomed)
     doomed.read_until("worker_svc ready")
@@ -163,12 +169,7 @@ def test_two_schedulers_fire_every_slot_exactly_once(fresh_db: str, procs: list[
 
 @pytest.mark.timeout(120)
 def test_stopping_worker_hands_back_what_it_cannot_finish(fresh_db: str, procs: list[Proc]) -> None:
-    flush_redis()
-    port = free_port()
-    env = base_env(fresh_db, REDIS_TEST_URL, JOBMESH_SCHEDULER_PORT=str(port))
-    scheduler = start("scheduler_svc.main", env, "scheduler")
-    procs.append(scheduler)
-    scheduler.read_until("scheduler_svc ready")
+    port, env, scheduler = start_scheduler(fresh_db, procs)
     first = start(
         "worker_svc.main", {**env, "JOBMESH_WORKER_ID": "first", "JOBMESH_SHUTDOWN_GRACE_SECONDS": "1"}, "first"
     )
@@ -212,12 +213,7 @@ def test_worker_killed_between_batch_flushes_loses_no_result(fresh_db: str, proc
     """Results are written in batches; a worker killed with some of them unwritten
     leaves those runs RUNNING, so they become LOST and are retried - a run never
     counts as done without its result row."""
-    flush_redis()
-    port = free_port()
-    env = base_env(fresh_db, REDIS_TEST_URL, JOBMESH_SCHEDULER_PORT=str(port))
-    scheduler = start("scheduler_svc.main", env, "scheduler")
-    procs.append(scheduler)
-    scheduler.read_until("scheduler_svc ready")
+    port, env, scheduler = start_scheduler(fresh_db, procs)
     victim = start("worker_svc.main", {**env, "JOBMESH_WORKER_ID": "victim", "JOBMESH_WORKER_SLOTS": "8"}, "victim")
     procs.append(victim)
     victim.read_until("worker_svc ready")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -19,8 +20,7 @@ pytestmark = pytest.mark.e2e
 
 
 def grpcurl() -> str:
-    path = shutil.which("grpcurl") or str(Path(__import__("sys").executable).parent / "grpcurl")
-    return path
+    return shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
 
 
 def health_serving(port: int) -> bool:

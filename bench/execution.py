@@ -1,12 +1,15 @@
 """Real script runs through the whole mesh against Celery 5, in the same invocation.
 
-jobmesh: N one-time jobs due at one instant, each a Python script run in isolation
-by the subprocess executor (a fresh interpreter per run), for a `pass` script and a
-10-line script that prints; runs/s from the due instant to the last result.
-Celery: N trivial tasks (Redis broker, prefork concurrency = CPU count), sent at
+jobmesh: N one-time jobs due at one instant, each a Python script run in isolation,
+for a `pass` script and a 10-line script that prints; runs/s from the due instant to
+the last result, with the fork-server executor (default) and with the subprocess
+executor (a fresh interpreter per run).
+Celery: 3N trivial tasks (Redis broker, prefork concurrency = CPU count), sent at
 once; tasks/s from the first send to the last result.
+Memory: the worker's (and its fork server's) resident set while every slot runs a
+sleeping script.
 
-    .venv/bin/python -m bench.execution [--runs 300] [--slots 4]
+    .venv/bin/python -m bench.execution [--runs 500] [--slots 8]
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import delete, func, insert, select
 
 from bench.common import ROOT, env_for, flush_redis, fresh_database, processes
 from bench.pipeline import FINAL
@@ -44,38 +47,37 @@ PRINTING = "\n".join(
 )
 
 
-async def mesh_rate(script: str, n: int, slots: int) -> float:
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return [int(p) for p in fh.read().split()]
+    except FileNotFoundError:
+        return []
+
+
+async def mesh_rate(script: str, n: int, slots: int, executor: str, memory: dict[str, float] | None = None) -> float:
+    """Runs/s through the mesh; with ``memory``, first fills every slot with a sleeping
+    script and records the worker's and the fork server's RSS in MB."""
     flush_redis()
     with fresh_database() as url, processes() as procs:
         db = Database.from_url(url, 2)
         try:
             procs.start("scheduler_svc.main", env_for(url, JOBMESH_SCHEDULER_PORT="0"))
-            procs.start("worker_svc.main", env_for(url, JOBMESH_WORKER_SLOTS=str(slots)))
-            now = datetime.now(UTC)
-            due = (now + timedelta(seconds=3)).replace(microsecond=0)
-            ids = [new_id() for _ in range(n)]
-            jobs = []
-            for i in ids:
-                values = job_values(i, now)
-                values.update(job_type="ONE_TIME", cron_expr="", scheduled_at=due, script_content=script)
-                jobs.append(values)
-            runs = [
-                {"id": new_id(), "scheduled_at": due, "job_id": i, "attempt": 1, "status": "PENDING",
-                 "trigger": "SCHEDULE", "queue": "default", "due_at": due, "worker_id": "", "fencing_token": "",
-                 "error": "", "skip_reason": "", "cancel_requested": False, "created_at": now}
-                for i in ids
-            ]  # fmt: skip
-            async with db.transaction() as conn:
-                await conn.execute(insert(JobRow), jobs)
-                await conn.execute(insert(RunRow), runs)
-            while True:
-                async with db.transaction() as conn:
-                    done = (
-                        await conn.execute(select(func.count()).select_from(RunRow).where(RunRow.status.in_(FINAL)))
-                    ).scalar_one()
-                if done >= n:
-                    break
-                await asyncio.sleep(0.2)
+            procs.start(
+                "worker_svc.main", env_for(url, JOBMESH_WORKER_SLOTS=str(slots), JOBMESH_WORKER_EXECUTOR=executor)
+            )
+            if memory is not None:
+                await measure_memory(db, procs.procs[-1].pid, slots, memory)
+            due = await insert_one_time_jobs(db, script, n, 3.0)
+            await wait_final(db, n)
             async with db.transaction() as conn:
                 last = (await conn.execute(select(func.max(RunRow.finished_at)))).scalar_one()
                 ok = (
@@ -86,6 +88,52 @@ async def mesh_rate(script: str, n: int, slots: int) -> float:
             await db.close()
     assert last is not None
     return float(n / (last - due).total_seconds())
+
+
+async def insert_one_time_jobs(db: Database, script: str, n: int, in_seconds: float) -> datetime:
+    now = datetime.now(UTC)
+    due = (now + timedelta(seconds=in_seconds)).replace(microsecond=0)
+    ids = [new_id() for _ in range(n)]
+    jobs = []
+    for i in ids:
+        values = job_values(i, now)
+        values.update(job_type="ONE_TIME", cron_expr="", scheduled_at=due, script_content=script)
+        jobs.append(values)
+    runs = [
+        {"id": new_id(), "scheduled_at": due, "job_id": i, "attempt": 1, "status": "PENDING",
+         "trigger": "SCHEDULE", "queue": "default", "due_at": due, "worker_id": "", "fencing_token": "",
+         "error": "", "skip_reason": "", "cancel_requested": False, "created_at": now}
+        for i in ids
+    ]  # fmt: skip
+    async with db.transaction() as conn:
+        await conn.execute(insert(JobRow), jobs)
+        await conn.execute(insert(RunRow), runs)
+    return due
+
+
+async def count_final(db: Database) -> int:
+    async with db.transaction() as conn:
+        query = select(func.count()).select_from(RunRow).where(RunRow.status.in_(FINAL))
+        return int((await conn.execute(query)).scalar_one())
+
+
+async def wait_final(db: Database, n: int) -> None:
+    while await count_final(db) < n:
+        await asyncio.sleep(0.2)
+
+
+async def measure_memory(db: Database, worker_pid: int, slots: int, memory: dict[str, float]) -> None:
+    """Every slot busy with a script that sleeps 4 s; RSS sampled in the middle."""
+    await insert_one_time_jobs(db, "import time\ntime.sleep(4)", slots, 1.0)
+    await asyncio.sleep(3.5)
+    helpers = [p for p in children(worker_pid) if len(children(p)) >= slots]
+    memory["worker_rss_mb"] = round(rss_mb(worker_pid), 1)
+    memory["fork_server_rss_mb"] = round(rss_mb(helpers[0]), 1) if helpers else 0.0
+    memory["busy_scripts"] = float(sum(len(children(p)) for p in children(worker_pid)))
+    await wait_final(db, slots)
+    async with db.transaction() as conn:
+        await conn.execute(delete(RunRow))
+        await conn.execute(delete(JobRow))
 
 
 def celery_rate(n: int, concurrency: int) -> float:
@@ -114,19 +162,28 @@ def celery_rate(n: int, concurrency: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--slots", type=int, default=4)
+    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--slots", type=int, default=8)
     args = parser.parse_args()
     cpus = os.cpu_count() or 1
     result: dict[str, object] = {"runs": args.runs, "worker_slots": args.slots, "cpus": cpus}
-    passing = asyncio.run(mesh_rate("pass", args.runs, args.slots))
-    printing = asyncio.run(mesh_rate(PRINTING, args.runs, args.slots))
+    memory: dict[str, float] = {}
+    rates = {
+        "fork_server_pass": asyncio.run(mesh_rate("pass", args.runs, args.slots, "forkserver", memory)),
+        "fork_server_printing": asyncio.run(mesh_rate(PRINTING, args.runs, args.slots, "forkserver")),
+        "subprocess_pass": asyncio.run(mesh_rate("pass", args.runs, args.slots, "subprocess")),
+        "subprocess_printing": asyncio.run(mesh_rate(PRINTING, args.runs, args.slots, "subprocess")),
+    }
     celery = celery_rate(args.runs * 3, cpus)
-    result["subprocess_pass_runs_per_second"] = round(passing, 1)
-    result["subprocess_printing_runs_per_second"] = round(printing, 1)
-    result["fork_server_runs_per_second"] = None  # the fork-server executor is not built yet
+    for name, rate in rates.items():
+        result[f"{name}_runs_per_second"] = round(rate, 1)
     result["celery_trivial_tasks_per_second"] = round(celery, 1)
-    result["ratio_subprocess_vs_celery"] = round(passing / celery, 3)
+    result["ratio_fork_server_vs_subprocess"] = round(rates["fork_server_pass"] / rates["subprocess_pass"], 2)
+    result["ratio_fork_server_printing_vs_subprocess"] = round(
+        rates["fork_server_printing"] / rates["subprocess_printing"], 2
+    )
+    result["ratio_fork_server_vs_celery"] = round(rates["fork_server_pass"] / celery, 3)
+    result.update(memory)
     print(json.dumps(result))
 
 

@@ -91,7 +91,12 @@ class WorkerSettings(BaseSettings):
     slots: int = Field(default=4, description="Runs executed concurrently per worker")
     queues: str = Field(default="default", description="Comma-separated queues this worker pulls")
     executor: str = Field(
-        default="subprocess", description="subprocess (a fresh interpreter per run) or noop (benchmarks only)"
+        default="forkserver",
+        description="forkserver (fork each run from a small helper process), subprocess (a fresh interpreter "
+        "per run) or noop (benchmarks only)",
+    )
+    preload: str = Field(
+        default="", description="Comma-separated modules the fork server imports once, before forking runs"
     )
     heartbeat_seconds: float = Field(default=1.0, description="Heartbeat period")
     heartbeat_ttl_seconds: float = Field(default=10.0, description="A worker silent this long is dead")

@@ -17,15 +17,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import itertools
+import logging
 import os
 import pwd
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
+
+from worker_svc import forkserver
+
+log = logging.getLogger(__name__)
 
 OutputCallback = Callable[[str, bytes], Awaitable[None] | None]
 
@@ -213,6 +221,20 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
+class Executor(Protocol):
+    name: str
+
+    async def run(
+        self, source: str, timeout: float, cancel: asyncio.Event, on_output: OutputCallback | None = None
+    ) -> ExecResult: ...
+
+    async def close(self) -> None: ...
+
+
+class ExecutorError(Exception):
+    """The executor itself failed (not the script)."""
+
+
 class NoopExecutor:
     """Records success without spawning anything: measures the control plane alone
     (bench/pipeline.py). Never for real jobs."""
@@ -224,25 +246,42 @@ class NoopExecutor:
     ) -> ExecResult:
         return ExecResult(Outcome.SUCCEEDED, 0, "", "", "", False, False)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         pass
 
 
-class SubprocessExecutor:
-    """Runs each script in a fresh interpreter of the worker's own Python."""
+@dataclass
+class Child:
+    """A started run: its pid (= process group), output streams and exit code."""
 
-    name = "subprocess"
+    pid: int
+    stdout: asyncio.StreamReader
+    stderr: asyncio.StreamReader
+    exited: Awaitable[int]
+    kill: Callable[[], None]
+    release: Callable[[], None] = lambda: None
+
+
+class IsolatingExecutor:
+    """What both real executors share: the private working directory with the
+    script, the run's pids cgroup, timeout/cancel, killing what is left, and output
+    capture. Subclasses only start the child (``_spawn``)."""
+
+    name = "isolating"
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._identity = _identity(limits.run_as_user)
         self._cgroups = _pids_root()
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Remove this executor's cgroup directory (its runs' cgroups are gone already)."""
         if self._cgroups is not None:
             with contextlib.suppress(OSError):
                 os.rmdir(self._cgroups)
+
+    async def _spawn(self, script: str, workdir: str, cgroup: PidsCgroup | None) -> Child:
+        raise NotImplementedError
 
     async def run(
         self,
@@ -263,22 +302,73 @@ class SubprocessExecutor:
             if self._cgroups is not None:
                 cgroup = PidsCgroup(self._cgroups, f"run-{secrets.token_hex(6)}", self._limits.processes)
             try:
-                return await self._execute(script, workdir, timeout, cancel, on_output, cgroup)
+                child = await self._spawn(script, workdir, cgroup)
+                try:
+                    return await self._supervise(child, timeout, cancel, on_output, cgroup)
+                finally:
+                    child.release()
             finally:
                 if cgroup is not None:
                     await cgroup.remove()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    async def _execute(
+    async def _supervise(
         self,
-        script: str,
-        workdir: str,
+        child: Child,
         timeout: float,
         cancel: asyncio.Event,
         on_output: OutputCallback | None,
         cgroup: PidsCgroup | None,
     ) -> ExecResult:
+        out = TailBuffer(self._limits.output_cap_bytes)
+        err = TailBuffer(self._limits.output_cap_bytes)
+        readers = [
+            asyncio.create_task(_pump(child.stdout, out, "stdout", on_output)),
+            asyncio.create_task(_pump(child.stderr, err, "stderr", on_output)),
+        ]
+        waiter = asyncio.ensure_future(child.exited)
+        cancelled = asyncio.create_task(cancel.wait())
+        outcome: Outcome | None = None
+        try:
+            done, _ = await asyncio.wait({waiter, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if waiter not in done:
+                outcome = Outcome.CANCELLED if cancelled in done else Outcome.TIMED_OUT
+                child.kill()
+                if cgroup is not None:
+                    await cgroup.kill_all()
+                await waiter
+        finally:
+            cancelled.cancel()
+            # Whatever the script left behind in its group (or cgroup) goes too.
+            kill_group(child.pid)
+            if cgroup is not None:
+                await cgroup.kill_all()
+            if not waiter.done():
+                waiter.cancel()
+            # A grandchild outside the group could hold the pipes open: don't wait forever.
+            _, pending = await asyncio.wait(readers, timeout=2.0)
+            for task in pending:
+                task.cancel()
+        code = waiter.result()
+        if outcome is None:
+            outcome = Outcome.SUCCEEDED if code == 0 else Outcome.FAILED
+        error = ""
+        if outcome is Outcome.TIMED_OUT:
+            error = f"timed out after {timeout:g} s"
+        elif outcome is Outcome.CANCELLED:
+            error = "cancelled"
+        elif outcome is Outcome.FAILED:
+            error = _last_line(err.text()) or _describe_exit(code)
+        return ExecResult(outcome, code, error, out.text(), err.text(), out.truncated, err.truncated)
+
+
+class SubprocessExecutor(IsolatingExecutor):
+    """Runs each script in a fresh interpreter of the worker's own Python."""
+
+    name = "subprocess"
+
+    async def _spawn(self, script: str, workdir: str, cgroup: PidsCgroup | None) -> Child:
         # -I: isolated mode (ignores PYTHON* variables and user site, no script dir
         # tricks); -u: unbuffered so output streams live.
         proc = await asyncio.create_subprocess_exec(
@@ -295,48 +385,184 @@ class SubprocessExecutor:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
-        pgid = proc.pid
-        out = TailBuffer(self._limits.output_cap_bytes)
-        err = TailBuffer(self._limits.output_cap_bytes)
         assert proc.stdout is not None and proc.stderr is not None
-        readers = [
-            asyncio.create_task(_pump(proc.stdout, out, "stdout", on_output)),
-            asyncio.create_task(_pump(proc.stderr, err, "stderr", on_output)),
-        ]
-        waiter = asyncio.create_task(proc.wait())
-        cancelled = asyncio.create_task(cancel.wait())
-        outcome: Outcome | None = None
+        return Child(proc.pid, proc.stdout, proc.stderr, proc.wait(), lambda: kill_group(proc.pid))
+
+
+class ForkServerExecutor(IsolatingExecutor):
+    """Forks each run from a small helper process (worker_svc/forkserver.py) that
+    has only the interpreter, the isolation code and the ``preload`` modules in
+    memory: a run costs a fork instead of an interpreter start. The helper is
+    started on first use and again after it dies; runs it was executing end FAILED."""
+
+    name = "forkserver"
+
+    def __init__(self, limits: Limits, preload: tuple[str, ...] = ()) -> None:
+        super().__init__(limits)
+        self._preload = preload
+        self._sock: socket.socket | None = None
+        self._helper: asyncio.subprocess.Process | None = None
+        self._starting = asyncio.Lock()
+        self._tokens = itertools.count(1)
+        self._started: dict[int, asyncio.Future[int]] = {}
+        self._exits: dict[int, asyncio.Future[int]] = {}
+
+    async def _connect(self) -> socket.socket:
+        async with self._starting:
+            if self._sock is not None:
+                return self._sock
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            try:
+                self._helper = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-I",
+                    "-u",
+                    "-c",
+                    _helper_source(),
+                    str(theirs.fileno()),
+                    *self._preload,
+                    pass_fds=(theirs.fileno(),),
+                    cwd="/",
+                    env={"PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
+                    stdin=asyncio.subprocess.DEVNULL,
+                )
+            finally:
+                theirs.close()
+            ours.setblocking(False)
+            asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable, ours)
+            self._sock = ours
+            return ours
+
+    def _on_readable(self, sock: socket.socket) -> None:
+        while True:
+            try:
+                data = sock.recv(forkserver.MAX_MESSAGE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._lost(sock)
+                return
+            kind, token, value = forkserver.decode(data)
+            if kind == "started":
+                _resolve(self._started.pop(token, None), value)
+            elif kind == "exit":
+                _resolve(self._exits.pop(token, None), os.waitstatus_to_exitcode(value))
+            else:
+                _fail(self._started.pop(token, None), ExecutorError(str(value)))
+                _fail(self._exits.pop(token, None), ExecutorError(str(value)))
+
+    def _lost(self, sock: socket.socket) -> None:
+        """The helper went away: fail what it was running; the next run restarts it."""
+        asyncio.get_running_loop().remove_reader(sock.fileno())
+        sock.close()
+        if self._sock is sock:
+            self._sock = None
+        if self._started or self._exits:
+            log.error("fork server exited with %d run(s) in flight", len(self._exits))
+        for futures in (self._started, self._exits):
+            for future in futures.values():
+                _fail(future, ExecutorError("the fork server exited"))
+            futures.clear()
+
+    async def _spawn(self, script: str, workdir: str, cgroup: PidsCgroup | None) -> Child:
+        sock = await self._connect()
+        loop = asyncio.get_running_loop()
+        token = next(self._tokens)
+        started: asyncio.Future[int] = loop.create_future()
+        exited: asyncio.Future[int] = loop.create_future()
+        self._started[token], self._exits[token] = started, exited
+        uid, gid = self._identity if self._identity is not None else (-1, -1)
+        limits = self._limits
+        request = forkserver.encode(
+            "run", token, workdir, script, clean_environment(workdir), cgroup.procs if cgroup else "", uid, gid,
+            [limits.cpu_seconds, limits.memory_bytes, limits.open_files, limits.file_size_bytes, limits.processes, 0],
+        )  # fmt: skip
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        transports: list[asyncio.BaseTransport] = []
         try:
-            done, _ = await asyncio.wait({waiter, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            if waiter not in done:
-                outcome = Outcome.CANCELLED if cancelled in done else Outcome.TIMED_OUT
-                kill_group(pgid)
-                if cgroup is not None:
-                    await cgroup.kill_all()
-                await waiter
-        finally:
-            cancelled.cancel()
-            # Whatever the script left behind in its group (or cgroup) goes too.
-            kill_group(pgid)
-            if cgroup is not None:
-                await cgroup.kill_all()
-            if not waiter.done():
-                waiter.cancel()
-            # A grandchild outside the group could hold the pipes open: don't wait forever.
-            _, pending = await asyncio.wait(readers, timeout=2.0)
-            for task in pending:
-                task.cancel()
-        code = proc.returncode if proc.returncode is not None else -9
-        if outcome is None:
-            outcome = Outcome.SUCCEEDED if code == 0 else Outcome.FAILED
-        error = ""
-        if outcome is Outcome.TIMED_OUT:
-            error = f"timed out after {timeout:g} s"
-        elif outcome is Outcome.CANCELLED:
-            error = "cancelled"
-        elif outcome is Outcome.FAILED:
-            error = _last_line(err.text()) or _describe_exit(code)
-        return ExecResult(outcome, code, error, out.text(), err.text(), out.truncated, err.truncated)
+            try:
+                await _send_with_fds(sock, request, [out_w, err_w])
+            finally:
+                os.close(out_w)
+                os.close(err_w)
+            pid = await started
+            stdout, stderr = await _pipe_reader(out_r, transports), await _pipe_reader(err_r, transports)
+        except BaseException:
+            self._started.pop(token, None)
+            self._exits.pop(token, None)
+            for transport in transports:
+                transport.close()
+            for fd in (out_r, err_r)[len(transports) :]:
+                os.close(fd)
+            raise
+
+        def kill() -> None:
+            kill_group(pid)  # the group, once the child has made it
+            if self._sock is sock:  # and the child itself, even before setsid
+                with contextlib.suppress(OSError):
+                    sock.send(forkserver.encode("kill", token))
+
+        def release() -> None:
+            self._exits.pop(token, None)
+            for transport in transports:
+                transport.close()
+
+        return Child(pid, stdout, stderr, exited, kill, release)
+
+    async def close(self) -> None:
+        if self._sock is not None:
+            self._lost(self._sock)  # EOF: the helper kills what is left and exits
+        if self._helper is not None:
+            try:
+                await asyncio.wait_for(self._helper.wait(), 5.0)
+            except TimeoutError:
+                self._helper.kill()
+                await self._helper.wait()
+            self._helper = None
+        await super().close()
+
+
+def _helper_source() -> str:
+    with open(forkserver.__file__, encoding="utf-8") as fh:
+        return fh.read()
+
+
+def _resolve(future: asyncio.Future[int] | None, value: int) -> None:
+    if future is not None and not future.done():
+        future.set_result(value)
+
+
+def _fail(future: asyncio.Future[int] | None, exc: BaseException) -> None:
+    if future is not None and not future.done():
+        future.set_exception(exc)
+
+
+async def _send_with_fds(sock: socket.socket, data: bytes, fds: list[int]) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        try:
+            socket.send_fds(sock, [data], fds)
+            return
+        except BlockingIOError:
+            writable = loop.create_future()
+            loop.add_writer(sock.fileno(), writable.set_result, None)
+            try:
+                await writable
+            finally:
+                loop.remove_writer(sock.fileno())
+
+
+async def _pipe_reader(fd: int, transports: list[asyncio.BaseTransport]) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(loop=loop)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(fd, "rb", buffering=0)
+    )
+    transports.append(transport)
+    return reader
 
 
 def _last_line(text: str) -> str:

@@ -17,18 +17,18 @@ from core.rpc import create_server, stop_server
 from core.settings import Settings
 from db.engine import Database
 from db.repositories.runs import RunRepository
-from worker_svc.executor import Limits, NoopExecutor, SubprocessExecutor
+from worker_svc.executor import Executor, ForkServerExecutor, Limits, NoopExecutor, SubprocessExecutor
 from worker_svc.worker import Worker, WorkerConfig
 
 log = logging.getLogger("worker_svc")
 
 
-def build_executor(settings: Settings) -> SubprocessExecutor | NoopExecutor:
+def build_executor(settings: Settings) -> Executor:
     w = settings.worker
     if w.executor == "noop":
         return NoopExecutor()
-    if w.executor != "subprocess":
-        raise SystemExit(f"JOBMESH_WORKER_EXECUTOR must be subprocess or noop, not {w.executor!r}")
+    if w.executor not in ("forkserver", "subprocess"):
+        raise SystemExit(f"JOBMESH_WORKER_EXECUTOR must be forkserver, subprocess or noop, not {w.executor!r}")
     limits = Limits(
         cpu_seconds=w.cpu_seconds,
         memory_bytes=w.memory_bytes,
@@ -38,7 +38,9 @@ def build_executor(settings: Settings) -> SubprocessExecutor | NoopExecutor:
         output_cap_bytes=w.output_cap_bytes,
         run_as_user=w.run_as_user,
     )
-    return SubprocessExecutor(limits)
+    if w.executor == "subprocess":
+        return SubprocessExecutor(limits)
+    return ForkServerExecutor(limits, tuple(m.strip() for m in w.preload.split(",") if m.strip()))
 
 
 async def serve(settings: Settings) -> None:

@@ -26,7 +26,7 @@ from core.batching import Batcher
 from core.domain import Job, Run, RunOutput, RunStatus, utcnow
 from core.errors import JobmeshError
 from db.repositories.runs import RunRepository, RunResult
-from worker_svc.executor import ExecResult, NoopExecutor, Outcome, SubprocessExecutor
+from worker_svc.executor import ExecResult, Executor, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,7 @@ class WorkerConfig:
 
 
 class Worker:
-    def __init__(
-        self, config: WorkerConfig, runs: RunRepository, redis: Redis, executor: SubprocessExecutor | NoopExecutor
-    ) -> None:
+    def __init__(self, config: WorkerConfig, runs: RunRepository, redis: Redis, executor: Executor) -> None:
         self.config = config
         self._runs = runs
         self._redis = redis
@@ -116,7 +114,7 @@ class Worker:
             await self._redis.zrem(keys.WORKERS, self.config.worker_id)
         await self._starter.close()
         await self._finisher.close()
-        self._executor.close()
+        await self._executor.close()
 
     def stop(self) -> None:
         self._stopping.set()

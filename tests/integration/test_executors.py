@@ -1,0 +1,223 @@
+"""Isolation of script runs, the same tests for both real executors: the fork
+server (default) and a fresh interpreter per run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.conftest import wait_for
+from worker_svc.executor import (
+    ExecResult,
+    ExecutorError,
+    ForkServerExecutor,
+    IsolatingExecutor,
+    Limits,
+    Outcome,
+    SubprocessExecutor,
+)
+
+LIMITS = Limits(
+    cpu_seconds=60,
+    memory_bytes=1024**3,
+    open_files=128,
+    processes=64,
+    file_size_bytes=16 * 1024**2,
+    output_cap_bytes=4096,
+)
+
+
+@pytest.fixture(params=["forkserver", "subprocess"])
+async def executor(request: pytest.FixtureRequest) -> AsyncIterator[IsolatingExecutor]:
+    chosen: IsolatingExecutor = (
+        ForkServerExecutor(LIMITS) if request.param == "forkserver" else SubprocessExecutor(LIMITS)
+    )
+    yield chosen
+    await chosen.close()
+
+
+async def run(executor: IsolatingExecutor, source: str, timeout: float = 10.0) -> ExecResult:
+    return await executor.run(source, timeout, asyncio.Event())
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_output_exit_codes_and_errors_like_an_interpreter(executor: IsolatingExecutor) -> None:
+    ok = await run(executor, "import sys\nprint('out', __name__)\nprint('err', file=sys.stderr)")
+    assert (ok.outcome, ok.exit_code, ok.stdout, ok.stderr) == (Outcome.SUCCEEDED, 0, "out __main__\n", "err\n")
+    code = await run(executor, "import sys\nprint('before')\nsys.exit(3)")
+    assert (code.outcome, code.exit_code, code.error, code.stdout) == (Outcome.FAILED, 3, "exit status 3", "before\n")
+    message = await run(executor, "raise SystemExit('no config found')")
+    assert (message.exit_code, message.error) == (1, "no config found")
+    raised = await run(executor, "def f():\n    raise ValueError('bad input')\nf()")
+    assert (raised.outcome, raised.exit_code, raised.error) == (Outcome.FAILED, 1, "ValueError: bad input")
+    assert "Traceback" in raised.stderr and 'job.py", line 3' in raised.stderr
+    syntax = await run(executor, "def broken(:\n")
+    assert syntax.outcome is Outcome.FAILED and syntax.error.startswith("SyntaxError")
+    killed = await run(executor, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
+    assert (killed.exit_code, killed.error) == (-9, "killed by signal SIGKILL")
+
+
+async def test_exit_runs_atexit_joins_threads_and_flushes_files(executor: IsolatingExecutor) -> None:
+    script = (
+        "import atexit, os, threading, time\n"
+        "atexit.register(lambda: print('atexit', open('data.txt').read()))\n"
+        "handle = open('data.txt', 'w')\n"
+        "handle.write('unflushed')\n"
+        "threading.Thread(target=lambda: (time.sleep(0.2), print('thread done'))).start()\n"
+        "print('main done')\n"
+    )
+    result = await run(executor, script)
+    assert result.outcome is Outcome.SUCCEEDED, result.stderr
+    assert result.stdout.splitlines() == ["main done", "thread done", "atexit "]
+
+
+async def test_a_clean_process_environment(executor: IsolatingExecutor) -> None:
+    os.environ["JOBMESH_SECRET_FOR_TEST"] = "leak"
+    try:
+        script = (
+            "import os, sys\n"
+            "print(sorted(os.environ))\n"
+            "print(os.getcwd())\n"
+            "print(os.getsid(0) == os.getpid() == os.getpgid(0))\n"
+            "print(repr(sys.stdin.read()))\n"
+            "print(sorted(int(fd) for fd in os.listdir('/proc/self/fd')))\n"
+            "import resource\n"
+            "print(resource.getrlimit(resource.RLIMIT_NOFILE), resource.getrlimit(resource.RLIMIT_CORE))\n"
+            "print(sys.argv[0] == __file__, os.path.dirname(__file__) == os.getcwd())\n"
+        )
+        result = await run(executor, script)
+    finally:
+        del os.environ["JOBMESH_SECRET_FOR_TEST"]
+    assert result.outcome is Outcome.SUCCEEDED, result.stderr
+    names, cwd, leader, stdin, fds, limits, argv = result.stdout.splitlines()
+    assert names == str(sorted(["HOME", "LANG", "LC_ALL", "PATH", "PYTHONDONTWRITEBYTECODE", "TMPDIR"]))
+    assert cwd.startswith("/tmp/jobmesh-run-") and not os.path.exists(cwd), "private dir, removed"  # noqa: ASYNC240
+    assert leader == "True", "own session and process group"
+    assert stdin == "''"
+    assert fds == "[0, 1, 2, 3]", "nothing inherited but stdio (3 is the listing itself)"
+    assert limits == "(128, 128) (0, 0)"
+    assert argv == "True True"
+
+
+async def test_timeout_kills_the_whole_group(executor: IsolatingExecutor) -> None:
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    result = await run(executor, script, timeout=1.5)
+    assert (result.outcome, result.error) == (Outcome.TIMED_OUT, "timed out after 1.5 s")
+    grandchild = int(result.stdout.split()[0])
+    await wait_for(lambda: not _alive(grandchild), timeout=5)
+
+
+async def test_cancel_stops_a_running_script_at_once(executor: IsolatingExecutor) -> None:
+    cancel = asyncio.Event()
+    seen: list[bytes] = []
+
+    def on_output(stream: str, chunk: bytes) -> None:
+        seen.append(chunk)
+        if b"".join(seen).endswith(b"\n"):  # print() may write the text and the newline apart
+            cancel.set()
+
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    result = await executor.run("import time\nprint('started', flush=True)\ntime.sleep(60)", 60, cancel, on_output)
+    assert (result.outcome, result.error, result.stdout) == (Outcome.CANCELLED, "cancelled", "started\n")
+    assert b"".join(seen) == b"started\n" and loop.time() - began < 5
+
+
+async def test_output_streams_live_and_the_tail_is_kept(executor: IsolatingExecutor) -> None:
+    arrivals: list[tuple[str, bytes]] = []
+    first_line_at: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    def on_output(stream: str, chunk: bytes) -> None:
+        arrivals.append((stream, chunk))
+        if not first_line_at and b"".join(c for _, c in arrivals).startswith(b"one\n"):
+            first_line_at.append(loop.time())
+
+    began = loop.time()
+    script = "import time\nprint('one')\ntime.sleep(1.0)\nprint('x' * 10000)\nprint('last')"
+    result = await executor.run(script, 10, asyncio.Event(), on_output)
+    ended = loop.time()
+    assert result.outcome is Outcome.SUCCEEDED
+    assert first_line_at[0] - began < ended - began - 0.8, "the first line arrives before the end"
+    assert {stream for stream, _ in arrivals} == {"stdout"}
+    assert b"".join(chunk for _, chunk in arrivals).endswith(b"last\n")
+    assert result.stdout_truncated and len(result.stdout) == LIMITS.output_cap_bytes
+    assert result.stdout.endswith("x\nlast\n")
+
+
+async def test_limits_stop_memory_hogs_and_fork_bombs(executor: IsolatingExecutor) -> None:
+    hog = await run(executor, "data = bytearray(4 * 1024 ** 3)\nprint('allocated')")
+    assert hog.outcome is Outcome.FAILED and "MemoryError" in hog.error
+    bomb = "import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)\n"
+    result = await run(executor, bomb, timeout=2)
+    assert result.outcome is Outcome.TIMED_OUT
+    after = await run(executor, "print('still fine')")
+    assert after.stdout == "still fine\n"
+
+
+async def test_concurrent_runs_keep_their_own_output(executor: IsolatingExecutor) -> None:
+    script = "import os, time\nfor i in range(3):\n    print(os.getpid(), i, flush=True)\n    time.sleep(0.05)\n"
+    results = await asyncio.gather(*(run(executor, script) for _ in range(12)))
+    for result in results:
+        lines = result.stdout.split()
+        assert result.outcome is Outcome.SUCCEEDED and len(set(lines[0::2])) == 1 and lines[1::2] == ["0", "1", "2"]
+    assert len({r.stdout.split()[0] for r in results}) == 12
+
+
+async def test_fork_server_death_fails_its_runs_and_it_comes_back() -> None:
+    executor = ForkServerExecutor(LIMITS)
+    try:
+        started = asyncio.Event()
+        running = asyncio.create_task(
+            executor.run(
+                "import time\nprint('up', flush=True)\ntime.sleep(60)",
+                60,
+                asyncio.Event(),
+                lambda stream, chunk: started.set(),
+            )
+        )
+        await asyncio.wait_for(started.wait(), 10)
+        assert executor._helper is not None
+        os.kill(executor._helper.pid, signal.SIGKILL)
+        with pytest.raises(ExecutorError, match="fork server exited"):
+            await asyncio.wait_for(running, 10)
+        again = await run(executor, "print('new helper')")
+        assert again.stdout == "new helper\n"
+    finally:
+        await executor.close()
+
+
+async def test_closing_the_fork_server_kills_runs_in_flight() -> None:
+    executor = ForkServerExecutor(LIMITS)
+    output = bytearray()
+    running = asyncio.create_task(
+        executor.run(
+            "import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(60)",
+            60,
+            asyncio.Event(),
+            lambda stream, chunk: output.extend(chunk),
+        )
+    )
+    await wait_for(lambda: output.endswith(b"\n"), timeout=10)
+    helper = executor._helper
+    await executor.close()  # as when the worker exits: the helper sees EOF
+    assert helper is not None and helper.returncode is not None
+    await wait_for(lambda: not _alive(int(output)), timeout=5)
+    with pytest.raises(ExecutorError):
+        await running

@@ -1,0 +1,288 @@
+"""The fork server: a small helper process that forks one child per run.
+
+The worker starts it once (``python -I -u -m worker_svc.forkserver FD [MODULE...]``)
+with a clean environment; it imports only what it needs to fork and isolate, plus
+the modules named on its command line, and never touches the network, the
+database or any secret. Requests arrive on a SOCK_SEQPACKET Unix socket (FD), one
+``marshal``-encoded message each, with the run's stdout/stderr pipe ends attached
+as SCM_RIGHTS:
+
+    worker → helper  ("run", token, workdir, script, env, cgroup_procs, uid, gid, limits) + [out_fd, err_fd]
+                     ("kill", token)
+    helper → worker  ("started", token, pid) | ("exit", token, wait_status) | ("error", token, message)
+
+The child applies the isolation of a fresh-interpreter run — new session and
+process group, stdin from /dev/null, stdout/stderr on the pipes, every other
+descriptor closed, the run's cgroup, a clean environment, the private working
+directory, rlimits, dropped privileges — then runs the script as ``__main__`` and
+exits the way an interpreter would (SystemExit codes, traceback and status 1 on an
+uncaught exception, atexit handlers, non-daemon threads joined, files flushed).
+
+The helper is single-threaded, so forking is safe. Children are reaped in the main
+loop (SIGCHLD only wakes it through the wakeup fd), so no message is ever written
+from a signal handler. On EOF from the worker (the worker exited or was killed)
+the helper kills every running child's group and exits.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import resource
+import selectors
+import signal
+import socket
+import sys
+
+TYPE_CHECKING = False  # typing stays out of the helper (and so out of every script)
+
+if TYPE_CHECKING:
+    from typing import Any
+
+MAX_MESSAGE = 1 << 16
+LIMITS = (
+    resource.RLIMIT_CPU,
+    resource.RLIMIT_AS,
+    resource.RLIMIT_NOFILE,
+    resource.RLIMIT_FSIZE,
+    resource.RLIMIT_NPROC,
+    resource.RLIMIT_CORE,
+)
+
+
+def encode(*fields: Any) -> bytes:
+    return marshal.dumps(fields)
+
+
+def decode(data: bytes) -> tuple[Any, ...]:
+    message = marshal.loads(data)
+    if not isinstance(message, tuple) or not message:
+        raise ValueError("malformed fork-server message")
+    return message
+
+
+def _exit_status(code: object) -> int:
+    """What the interpreter makes of ``SystemExit(code)``."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        print(code, file=sys.stderr)
+    except Exception:
+        pass
+    return 1
+
+
+def _isolate(workdir: str, env: dict[str, str], cgroup_procs: str, uid: int, gid: int, limits: list[int]) -> None:
+    os.setsid()
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
+        signal.signal(number, signal.default_int_handler if number == signal.SIGINT else signal.SIG_DFL)
+    if cgroup_procs:
+        with open(cgroup_procs, "w") as fh:
+            fh.write(str(os.getpid()))
+    os.chdir(workdir)
+    os.environ.clear()
+    os.environ.update(env)
+    for which, value in zip(LIMITS, limits, strict=True):
+        resource.setrlimit(which, (value, value))
+    if uid >= 0:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+
+
+def _run_script(script: str) -> int:
+    main = type(sys)("__main__")
+    main.__file__ = script
+    main.__builtins__ = __builtins__  # type: ignore[attr-defined]
+    sys.modules["__main__"] = main
+    sys.argv = [script]
+    status = 0
+    try:
+        with open(script, "rb") as fh:
+            code = compile(fh.read(), script, "exec")
+        exec(code, main.__dict__)
+    except SystemExit as exc:
+        status = _exit_status(exc.code)
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        status = 1
+    return _finalize(main, status)
+
+
+def _finalize(main: Any, status: int) -> int:
+    """The interpreter's shutdown, in order: join non-daemon threads, atexit
+    handlers, then drop the script's globals so its open files flush."""
+    try:
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            threading._shutdown()
+        import atexit
+
+        atexit._run_exitfuncs()
+        main.__dict__.clear()
+        import gc
+
+        gc.collect()
+    except SystemExit as exc:
+        status = _exit_status(exc.code)
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        status = status or 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    return status
+
+
+def _child(request: tuple[Any, ...], out_fd: int, err_fd: int) -> None:
+    """Runs in the forked child; never returns."""
+    status = 127
+    try:
+        signal.set_wakeup_fd(-1)
+        _, _, workdir, script, env, cgroup_procs, uid, gid, limits = request
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(out_fd, 1)
+        os.dup2(err_fd, 2)
+        os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        _isolate(workdir, env, cgroup_procs, uid, gid, limits)
+        status = _run_script(script)
+    except BaseException:
+        try:
+            sys.excepthook(*sys.exc_info())
+            sys.stderr.flush()
+        except BaseException:
+            pass
+    finally:
+        os._exit(status)
+
+
+class Server:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.running: dict[int, int] = {}  # pid -> token
+        self.pids: dict[int, int] = {}  # token -> pid
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def send(self, *fields: Any) -> None:
+        self.sock.sendall(encode(*fields))
+
+    def serve(self) -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the worker decides when runs stop
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
+        selector = selectors.DefaultSelector()
+        selector.register(self.sock, selectors.EVENT_READ, "request")
+        selector.register(self.wake_r, selectors.EVENT_READ, "child")
+        self.reap()
+        while True:
+            for key, _ in selector.select():
+                if key.data == "child":
+                    while True:
+                        try:
+                            if not os.read(self.wake_r, 512):
+                                break
+                        except BlockingIOError:
+                            break
+                    self.reap()
+                elif not self.receive():
+                    self.shutdown()
+                    return
+
+    def receive(self) -> bool:
+        try:
+            data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 2)
+        except InterruptedError:
+            return True
+        if not data:
+            return False
+        try:
+            request = decode(data)
+            if request[0] == "kill":
+                self.kill(request[1])
+            elif request[0] == "run":
+                self.start(request, fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return True
+
+    def start(self, request: tuple[Any, ...], fds: list[int]) -> None:
+        token = request[1]
+        if len(fds) != 2:
+            self.send("error", token, "expected two output descriptors")
+            return
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            self.send("error", token, f"fork failed: {exc}")
+            return
+        if pid == 0:
+            _child(request, fds[0], fds[1])
+        self.running[pid] = token
+        self.pids[token] = pid
+        self.send("started", token, pid)
+
+    def kill(self, token: int) -> None:
+        pid = self.pids.get(token)
+        if pid is None:
+            return
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass  # not yet (or no longer) a group leader
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def reap(self) -> None:
+        while self.running:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            token = self.running.pop(pid, None)
+            if token is not None:
+                del self.pids[token]
+                self.send("exit", token, status)
+
+    def shutdown(self) -> None:
+        for token in list(self.pids):
+            self.kill(token)
+
+
+def warm_up() -> None:
+    """Do once here what every child would otherwise repeat on its own copy-on-write
+    pages: the compiler's first use initialises its tables, and freezing the heap
+    keeps the children's collections from touching (and so copying) it."""
+    import atexit  # noqa: F401 - imported by every child at exit
+    import gc
+
+    compile("pass", "<warm-up>", "exec")
+    gc.collect()
+    gc.freeze()
+
+
+def main() -> None:
+    fd = int(sys.argv[1])
+    for module in sys.argv[2:]:
+        __import__(module)
+    warm_up()
+    sock = socket.socket(fileno=fd)
+    sock.setblocking(True)
+    try:
+        Server(sock).serve()
+    except BrokenPipeError:
+        pass  # the worker is gone
+
+
+if __name__ == "__main__":
+    main()

@@ -1,9 +1,12 @@
 """Coalescing concurrent single-item calls into batched ones.
 
 Many coroutines each ``await batcher.submit(item)``; the batcher hands up to
-``max_items`` of them to ``flush`` at once, at most ``interval`` seconds after the
-first one arrived, and gives each caller its own result (or the batch's error).
-This keeps one database transaction per batch instead of one per run.
+``max_items`` of them to ``flush`` at once and gives each caller its own result (or
+the batch's error). Flushes run one after another and a flush starts as soon as
+the previous one ended (after an optional ``linger``), so an idle batcher adds no
+delay and a busy one grows its batches by itself: everything that arrived during
+one flush goes into the next. This keeps one database transaction per batch
+instead of one per run.
 """
 
 from __future__ import annotations
@@ -22,11 +25,11 @@ class Batcher(Generic[T, R]):
         self,
         flush: Callable[[list[T]], Awaitable[Sequence[R]]],
         max_items: int = 200,
-        interval: float = 0.02,
+        linger: float = 0.0,
     ) -> None:
         self._flush = flush
         self._max_items = max_items
-        self._interval = interval
+        self._linger = linger
         self._pending: list[tuple[T, asyncio.Future[R]]] = []
         self._wakeup = asyncio.Event()
         self._full = asyncio.Event()
@@ -45,8 +48,9 @@ class Batcher(Generic[T, R]):
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), timeout=self._interval)
+            if self._linger > 0 and not self._full.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), timeout=self._linger)
             batch, self._pending = self._pending[: self._max_items], self._pending[self._max_items :]
             if not self._pending:
                 self._wakeup.clear()

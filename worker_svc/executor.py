@@ -162,14 +162,14 @@ class PidsCgroup:
             await asyncio.sleep(0.005)
 
     async def remove(self) -> None:
-        await self.kill_all()
         for _ in range(200):
             try:
                 os.rmdir(self.path)
                 return
             except FileNotFoundError:
                 return
-            except OSError:  # the last processes are still being reaped
+            except OSError:  # processes left, or the last ones are still being reaped
+                await self.kill_all()
                 await asyncio.sleep(0.005)
 
 
@@ -290,6 +290,22 @@ class IsolatingExecutor:
         cancel: asyncio.Event,
         on_output: OutputCallback | None = None,
     ) -> ExecResult:
+        workdir, script, cgroup = self._prepare(source)
+        try:
+            try:
+                child = await self._spawn(script, workdir, cgroup)
+                try:
+                    return await self._supervise(child, timeout, cancel, on_output, cgroup)
+                finally:
+                    child.release()
+            finally:
+                if cgroup is not None:
+                    await cgroup.remove()
+        finally:
+            _remove_workdir(workdir)
+
+    def _prepare(self, source: str) -> tuple[str, str, PidsCgroup | None]:
+        """The run's private directory with its script, and its pids cgroup."""
         workdir = tempfile.mkdtemp(prefix="jobmesh-run-")
         try:
             script = os.path.join(workdir, "job.py")
@@ -301,17 +317,10 @@ class IsolatingExecutor:
             cgroup = None
             if self._cgroups is not None:
                 cgroup = PidsCgroup(self._cgroups, f"run-{secrets.token_hex(6)}", self._limits.processes)
-            try:
-                child = await self._spawn(script, workdir, cgroup)
-                try:
-                    return await self._supervise(child, timeout, cancel, on_output, cgroup)
-                finally:
-                    child.release()
-            finally:
-                if cgroup is not None:
-                    await cgroup.remove()
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+        except BaseException:
+            _remove_workdir(workdir)
+            raise
+        return workdir, script, cgroup
 
     async def _supervise(
         self,
@@ -563,6 +572,14 @@ async def _pipe_reader(fd: int, transports: list[asyncio.BaseTransport]) -> asyn
     )
     transports.append(transport)
     return reader
+
+
+def _remove_workdir(path: str) -> None:
+    try:  # the usual case: only the script is there
+        os.unlink(os.path.join(path, "job.py"))
+        os.rmdir(path)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _last_line(text: str) -> str:

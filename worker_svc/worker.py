@@ -54,6 +54,19 @@ class Started:
     cancelled: bool
 
 
+class _Slot:
+    """One execution slot, released exactly once: when the script ends, or when
+    the run is dropped before it starts."""
+
+    def __init__(self, semaphore: asyncio.Semaphore) -> None:
+        self._semaphore: asyncio.Semaphore | None = semaphore
+
+    def release(self) -> None:
+        if self._semaphore is not None:
+            self._semaphore.release()
+            self._semaphore = None
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     worker_id: str
@@ -186,25 +199,25 @@ class Worker:
                 task.add_done_callback(self._handlers.discard)
 
     async def _guarded(self, raw: bytes) -> None:
+        slot = _Slot(self._free)
         try:
-            await self._handle(raw)
+            await self._handle(raw, slot)
         except Exception:
             log.exception("handling a message failed")
         finally:
-            self._free.release()
+            slot.release()
 
     # One run ----------------------------------------------------------------
 
-    async def _handle(self, raw: bytes) -> None:
+    async def _handle(self, raw: bytes, slot: _Slot) -> None:
+        """Take the run at once (the fenced start, batched), start the script at its
+        slot, free the slot when the script ends, then report (batched)."""
         try:
             msg = keys.QueueMessage.decode(raw)
         except (ValueError, KeyError):
             log.error("dropping malformed queue message %r", raw[:200])
             await self._redis.lrem(self._processing, 1, raw)  # type: ignore[arg-type]
             return
-        wait = (msg.due_at - utcnow()).total_seconds()
-        if wait > 0:
-            await asyncio.sleep(min(wait, 5.0))
         started = await self._start(msg)
         if started is None:
             await self._redis.lrem(self._processing, 1, raw)  # type: ignore[arg-type]
@@ -223,8 +236,17 @@ class Worker:
             kind = runlog.OUT if stream == "stdout" else runlog.ERR
             await self._publish(run.id, [(kind, chunk.decode("utf-8", errors="replace"))])
 
+        began = utcnow()
         try:
-            result = await self._executor.run(job.script_content, float(job.timeout_seconds), event, on_output)
+            wait = (msg.due_at - began).total_seconds()
+            if wait > 0:  # dispatched ahead: the script starts at its slot, not before
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(wait, 5.0))
+                began = utcnow()
+            if event.is_set():
+                result = ExecResult(Outcome.CANCELLED, -1, "cancelled", "", "", False, False)
+            else:
+                result = await self._executor.run(job.script_content, float(job.timeout_seconds), event, on_output)
         except Exception as exc:  # the run must still end in a recorded state
             log.exception("executor failed for run %s", run.id)
             result = ExecResult(Outcome.FAILED, -1, f"executor error: {exc}"[:1000], "", "", False, False)
@@ -233,10 +255,11 @@ class Worker:
             self._active.pop(run.id, None)
             by_user = run.id in self._user_cancelled
             self._user_cancelled.discard(run.id)
+            slot.release()  # the result is written in the background: take the next run now
         if self._handing_back and result.outcome is Outcome.CANCELLED and not by_user:
             await self._hand_back(run, token, raw, msg.queue)
             return
-        await self._report(run, token, result, raw)
+        await self._report(run, token, result, raw, began)
 
     async def _start(self, msg: keys.QueueMessage) -> Started | None:
         while True:
@@ -278,7 +301,7 @@ class Worker:
         except (RedisError, OSError) as exc:
             log.debug("live output of %s not published: %s", run_id, exc)
 
-    async def _report(self, run: Run, token: str, result: ExecResult, raw: bytes) -> None:
+    async def _report(self, run: Run, token: str, result: ExecResult, raw: bytes, began: datetime) -> None:
         status = {
             Outcome.SUCCEEDED: RunStatus.SUCCEEDED,
             Outcome.FAILED: RunStatus.FAILED,
@@ -288,7 +311,7 @@ class Worker:
         output = None
         if result.stdout or result.stderr:
             output = RunOutput(run.id, result.stdout, result.stderr, result.stdout_truncated, result.stderr_truncated)
-        report = RunResult(run.id, run.scheduled_at, token, status, result.exit_code, result.error, output)
+        report = RunResult(run.id, run.scheduled_at, token, status, result.exit_code, result.error, output, began)
         delay = RESULT_RETRY_SECONDS
         while True:
             try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, insert, select, update
+from sqlalchemy import ColumnElement, and_, case, insert, literal, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -100,6 +100,7 @@ class RunResult:
     exit_code: int = 0
     error: str = ""
     output: RunOutput | None = None
+    started_at: datetime | None = None  # when the script really started (the take can be earlier)
 
 
 @dataclass
@@ -305,20 +306,20 @@ class RunRepository:
                     )
                 ).all()
             }
-            groups: dict[tuple[str, int, str], list[tuple[str, datetime]]] = {}
+            groups: dict[tuple[str, int, str], list[RunResult]] = {}
             for res in results:
                 if current.pop(res.run_id, None) == res.fencing_token:
                     outcome.accepted.append(res.run_id)
-                    groups.setdefault((res.status.value, res.exit_code, res.error[:1000]), []).append(
-                        (res.run_id, res.scheduled_at)
-                    )
+                    groups.setdefault((res.status.value, res.exit_code, res.error[:1000]), []).append(res)
                 else:
                     outcome.rejected.append(res.run_id)
             for (status, exit_code, error), group in groups.items():
+                values: dict[str, Any] = {"status": status, "finished_at": now, "exit_code": exit_code, "error": error}
+                began = {r.run_id: literal(r.started_at, RunRow.started_at.type) for r in group if r.started_at}
+                if began:
+                    values["started_at"] = case(began, value=RunRow.id, else_=RunRow.started_at)
                 await conn.execute(
-                    update(RunRow)
-                    .where(by_keys(group))
-                    .values(status=status, finished_at=now, exit_code=exit_code, error=error)
+                    update(RunRow).where(by_keys([(r.run_id, r.scheduled_at) for r in group])).values(**values)
                 )
             accepted = set(outcome.accepted)
             outputs = [r.output for r in results if r.run_id in accepted and r.output is not None]

@@ -16,7 +16,7 @@ async def test_concurrent_calls_share_batches() -> None:
         sizes.append(len(items))
         return [i * 10 for i in items]
 
-    batcher: Batcher[int, int] = Batcher(flush, max_items=50, interval=0.01)
+    batcher: Batcher[int, int] = Batcher(flush, max_items=50, linger=0.01)
     results = await asyncio.gather(*(batcher.submit(i) for i in range(120)))
     await batcher.close()
     assert results == [i * 10 for i in range(120)]
@@ -33,8 +33,30 @@ async def test_a_failed_flush_fails_its_callers_only() -> None:
             raise RuntimeError("database down")
         return items
 
-    batcher: Batcher[int, int] = Batcher(flush, interval=0.01)
+    batcher: Batcher[int, int] = Batcher(flush, linger=0.01)
     with pytest.raises(RuntimeError):
         await batcher.submit(1)
     assert await batcher.submit(2) == 2
     await batcher.close()
+
+
+async def test_an_idle_batcher_flushes_at_once_and_a_busy_one_batches() -> None:
+    sizes: list[int] = []
+    release = asyncio.Event()
+
+    async def flush(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        if len(sizes) == 1:
+            await release.wait()  # a slow first flush: the others arrive meanwhile
+        return items
+
+    batcher: Batcher[int, int] = Batcher(flush)
+    first = asyncio.create_task(batcher.submit(0))
+    await asyncio.sleep(0.01)
+    assert sizes == [1], "the first item did not wait for company"
+    rest = [asyncio.create_task(batcher.submit(i)) for i in range(1, 31)]
+    await asyncio.sleep(0.01)
+    release.set()
+    assert await first == 0 and await asyncio.gather(*rest) == list(range(1, 31))
+    await batcher.close()
+    assert sizes == [1, 30]

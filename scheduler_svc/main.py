@@ -20,7 +20,7 @@ from core.http import metrics_app, start_http
 from core.ids import new_id
 from core.logs import configure_logging
 from core.loops import run_loop
-from core.process import wait_for_shutdown_signal
+from core.process import settle_heap, wait_for_shutdown_signal
 from core.redis_client import create_redis
 from core.rpc import RpcServer, ServiceInterceptor, create_server, stop_server
 from core.settings import Settings
@@ -158,6 +158,7 @@ async def serve(settings: Settings) -> None:
     app = SchedulerApp(settings)
     port = await app.start()
     log.info("scheduler %s serving gRPC on %s:%d", app.scheduler_id, settings.server.host, port)
+    settle_heap()
     print(
         f"scheduler_svc ready grpc={settings.server.host}:{port} metrics=http://{settings.server.host}:{app.metrics_port}/metrics",
         flush=True,

@@ -11,7 +11,7 @@ import socket
 
 from core.ids import new_id
 from core.logs import configure_logging, worker_id_var
-from core.process import wait_for_shutdown_signal
+from core.process import settle_heap, wait_for_shutdown_signal
 from core.redis_client import create_redis
 from core.rpc import create_server, stop_server
 from core.settings import Settings
@@ -63,6 +63,7 @@ async def serve(settings: Settings) -> None:
         build_executor(settings),
     )
     running = asyncio.create_task(worker.run())
+    settle_heap()
     print(f"worker_svc ready id={worker_id} slots={w.slots} grpc={settings.server.host}:{rpc.port}", flush=True)
     await wait_for_shutdown_signal()
     log.info("stopping: no new runs; %d running", worker.busy)

@@ -239,9 +239,14 @@ class Worker:
         began = utcnow()
         try:
             wait = (msg.due_at - began).total_seconds()
-            if wait > 0:  # dispatched ahead: the script starts at its slot, not before
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(event.wait(), min(wait, 5.0))
+            if wait > 0 and not event.is_set():
+                # Dispatched ahead: the script starts at its slot, not before. The
+                # cancel event doubles as the alarm clock (a timer, not a task per run).
+                alarm = asyncio.get_running_loop().call_later(min(wait, 5.0), event.set)
+                await event.wait()
+                alarm.cancel()
+                if run.id not in self._user_cancelled and not self._handing_back:
+                    event.clear()  # woken by the alarm, not by a cancel
                 began = utcnow()
             if event.is_set():
                 result = ExecResult(Outcome.CANCELLED, -1, "cancelled", "", "", False, False)

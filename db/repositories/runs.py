@@ -61,7 +61,9 @@ async def insert_runs(conn: AsyncConnection, runs: Sequence[Run], now: datetime)
     if not runs:
         return
     stmt = insert(RunRow).prefix_with("IGNORE", dialect="mysql").prefix_with("OR IGNORE", dialect="sqlite")
-    await conn.execute(stmt.values([_row_values(r, now) for r in runs]))
+    # executemany form: one cached statement, sent as multi-row VALUES pages
+    # ("insertmanyvalues"), instead of compiling a new giant statement per batch.
+    await conn.execute(stmt, [_row_values(r, now) for r in runs])
 
 
 def new_run(

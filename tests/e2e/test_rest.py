@@ -185,6 +185,8 @@ def test_prometheus_metrics(real_mesh: RealMesh) -> None:  # noqa: F811
         assert status == 201
         wait_runs(mesh, token, job["jobId"], final)
     time.sleep(6)  # the monitor observes finished runs 5 s behind, so late commits are not missed
+    status, _ = mesh.call("GET", "/api/health")  # one RPC the monitor's own gRPC metrics count
+    assert status == 200
     text = scrape(mesh.monitor_http + "/metrics")
     for name in ("jobmesh_jobs", "jobmesh_runs", "jobmesh_queue_depth", "jobmesh_workers_alive",
                  "jobmesh_oldest_pending_age_seconds", "jobmesh_run_duration_seconds_bucket",

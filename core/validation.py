@@ -6,7 +6,9 @@ client sees all its mistakes at once; nothing is written before they pass.
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import OrderedDict
 from datetime import datetime, timedelta
 
 from core import cron
@@ -53,12 +55,34 @@ def check_script(v: Violations, field: str, source: str) -> None:
     if len(encoded) > MAX_SCRIPT_BYTES:
         v.add(field, f"must be at most {MAX_SCRIPT_BYTES} bytes (got {len(encoded)})")
         return
+    problem = _compile_problem(encoded)
+    if problem:
+        v.add(field, problem)
+
+
+_COMPILED: OrderedDict[bytes, str] = OrderedDict()
+_COMPILED_MAX = 1024
+
+
+def _compile_problem(encoded: bytes) -> str:
+    """Why the script does not compile ("" when it does). Many jobs share a script,
+    so verdicts are remembered by digest (the sources themselves are not kept)."""
+    digest = hashlib.blake2b(encoded, digest_size=16).digest()
+    problem = _COMPILED.get(digest)
+    if problem is not None:
+        _COMPILED.move_to_end(digest)
+        return problem
     try:
-        compile(source, "<job script>", "exec", dont_inherit=True)
+        compile(encoded, "<job script>", "exec", dont_inherit=True)
+        problem = ""
     except SyntaxError as exc:
-        v.add(field, f"does not compile: {exc.msg} (line {exc.lineno})")
+        problem = f"does not compile: {exc.msg} (line {exc.lineno})"
     except (ValueError, RecursionError, MemoryError, OverflowError) as exc:
-        v.add(field, f"does not compile: {exc}")
+        problem = f"does not compile: {exc}"
+    _COMPILED[digest] = problem
+    if len(_COMPILED) > _COMPILED_MAX:
+        _COMPILED.popitem(last=False)
+    return problem
 
 
 def check_retry_policy(v: Violations, field: str, policy: RetryPolicy, raw_multiplier: float | None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -298,20 +298,21 @@ class RunRepository:
             # Lock the rows and read their current tokens: the fencing check and the
             # writes happen under the same locks, in one transaction per batch.
             keys = [(r.run_id, r.scheduled_at) for r in results]
-            current = {
-                row.id: row.fencing_token
+            locked = {
+                row.id: row
                 for row in (
                     await conn.execute(
-                        select(RunRow.id, RunRow.fencing_token)
-                        .where(by_keys(keys), RunRow.status == RunStatus.RUNNING.value)
-                        .with_for_update()
+                        select(RunRow).where(by_keys(keys), RunRow.status == RunStatus.RUNNING.value).with_for_update()
                     )
                 ).all()
             }
             groups: dict[tuple[str, int, str], list[RunResult]] = {}
+            ended: list[tuple[Any, RunResult]] = []
             for res in results:
-                if current.pop(res.run_id, None) == res.fencing_token:
+                row = locked.pop(res.run_id, None)
+                if row is not None and row.fencing_token == res.fencing_token:
                     outcome.accepted.append(res.run_id)
+                    ended.append((row, res))
                     groups.setdefault((res.status.value, res.exit_code, res.error[:1000]), []).append(res)
                 else:
                     outcome.rejected.append(res.run_id)
@@ -327,16 +328,28 @@ class RunRepository:
             outputs = [r.output for r in results if r.run_id in accepted and r.output is not None]
             sched = {r.run_id: r.scheduled_at for r in results}
             await _upsert_outputs(conn, outputs, sched)
-            if accepted:
-                await self._follow_up(conn, [r for r in results if r.run_id in accepted], now, outcome, rng)
+            if ended:
+                await self._follow_up(conn, ended, now, outcome, rng)
         return outcome
 
     async def _follow_up(
-        self, conn: AsyncConnection, results: Sequence[RunResult], now: datetime, outcome: FinishOutcome, rng: Any
-    ) -> None:
-        keys = [(r.run_id, r.scheduled_at) for r in results]
-        rows = (await conn.execute(select(RunRow).where(by_keys(keys)))).all()
-        runs = [run_from_row(r) for r in rows]
+        self, conn: AsyncConnection, ended: Sequence[tuple[Any, RunResult]], now: datetime, outcome: FinishOutcome,
+        rng: Any,
+    ) -> None:  # fmt: skip
+        """Retries and job completion for runs that just ended: ``ended`` pairs each
+        locked row (as read before the update) with the result written to it."""
+        runs = [
+            replace(
+                run_from_row(row),
+                status=res.status,
+                finished_at=now,
+                exit_code=res.exit_code,
+                error=res.error[:1000],
+                started_at=res.started_at or row.started_at,
+            )
+            for row, res in ended
+        ]
+        rows = [row for row, _ in ended]
         outcome.finished.extend(runs)
         job_rows = (
             await conn.execute(select(*JOB_WITHOUT_SCRIPT).where(JobRow.id.in_({r.job_id for r in runs})))
@@ -432,8 +445,8 @@ async def _upsert_outputs(conn: AsyncConnection, outputs: Sequence[RunOutput], s
     ]
     cols = ("stdout", "stderr", "stdout_truncated", "stderr_truncated")
     if conn.dialect.name == "mysql":
-        stmt = mysql.insert(RunOutputRow).values(values)
-        await conn.execute(stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in cols}))
+        stmt = mysql.insert(RunOutputRow)
+        await conn.execute(stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in cols}), values)
     else:
         lite = sqlite.insert(RunOutputRow).values(values)
         await conn.execute(

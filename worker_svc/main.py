@@ -57,6 +57,7 @@ async def serve(settings: Settings) -> None:
             slots=w.slots,
             heartbeat_seconds=w.heartbeat_seconds,
             shutdown_grace_seconds=settings.server.shutdown_grace_seconds,
+            prefetch=w.prefetch,
         ),
         RunRepository(db),
         redis,

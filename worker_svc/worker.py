@@ -44,6 +44,9 @@ end
 return out
 """
 RESULT_RETRY_SECONDS = 1.0
+# A run taken ahead (prefetched) that finds no free slot this long after its due
+# time goes back to the queue for another worker.
+PREFETCH_HOLD_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class WorkerConfig:
     slots: int
     heartbeat_seconds: float
     shutdown_grace_seconds: float
+    prefetch: int = 0
 
 
 class Worker:
@@ -87,7 +91,11 @@ class Worker:
         self._active: dict[str, asyncio.Task[Any]] = {}
         self._processing = keys.processing(config.worker_id)
         self._handing_back = False
-        self._free = asyncio.Semaphore(config.slots)
+        # Runs held (taken, not yet ended): the slots plus the prefetch, so the next
+        # runs are already taken (their fenced start done) when a script ends.
+        self._free = asyncio.Semaphore(config.slots + config.prefetch)
+        self._executing = asyncio.Semaphore(config.slots)
+        self._prefetch_paused = False
         self._handlers: set[asyncio.Task[None]] = set()
         self._pop_many = redis.register_script(POP_MANY)
         self._starter: Batcher[tuple[str, datetime], Started | None] = Batcher(self._start_batch)
@@ -171,6 +179,11 @@ class Worker:
         while not self._stopping.is_set():
             await self._free.acquire()
             free = 1
+            if self._prefetch_paused:
+                # A prefetched run found no slot: take only what can run now.
+                await self._executing.acquire()
+                self._executing.release()
+                self._prefetch_paused = False
             while free < MAX_FETCH and not self._free.locked():
                 await self._free.acquire()
                 free += 1
@@ -237,6 +250,7 @@ class Worker:
             await self._publish(run.id, [(kind, chunk.decode("utf-8", errors="replace"))])
 
         began = utcnow()
+        give_back = False
         try:
             wait = (msg.due_at - began).total_seconds()
             if wait > 0 and not event.is_set():
@@ -248,10 +262,16 @@ class Worker:
                 if run.id not in self._user_cancelled and not self._handing_back:
                     event.clear()  # woken by the alarm, not by a cancel
                 began = utcnow()
-            if event.is_set():
+            if not event.is_set() and not await self._acquire_execution(event):
+                give_back = not event.is_set()
+            if event.is_set() or give_back:
                 result = ExecResult(Outcome.CANCELLED, -1, "cancelled", "", "", False, False)
             else:
-                result = await self._executor.run(job.script_content, float(job.timeout_seconds), event, on_output)
+                began = utcnow()
+                try:
+                    result = await self._executor.run(job.script_content, float(job.timeout_seconds), event, on_output)
+                finally:
+                    self._executing.release()
         except Exception as exc:  # the run must still end in a recorded state
             log.exception("executor failed for run %s", run.id)
             result = ExecResult(Outcome.FAILED, -1, f"executor error: {exc}"[:1000], "", "", False, False)
@@ -261,10 +281,33 @@ class Worker:
             by_user = run.id in self._user_cancelled
             self._user_cancelled.discard(run.id)
             slot.release()  # the result is written in the background: take the next run now
-        if self._handing_back and result.outcome is Outcome.CANCELLED and not by_user:
+        if give_back or (self._handing_back and result.outcome is Outcome.CANCELLED and not by_user):
             await self._hand_back(run, token, raw, msg.queue)
             return
         await self._report(run, token, result, raw, began)
+
+    async def _acquire_execution(self, cancel: asyncio.Event) -> bool:
+        """An execution slot for a taken run: at once when one is free, else within
+        PREFETCH_HOLD_SECONDS (False: give the run back; also when cancelled)."""
+        if not self._executing.locked():
+            await self._executing.acquire()
+            return True
+        waiter = asyncio.ensure_future(self._executing.acquire())
+        cancelled = asyncio.ensure_future(cancel.wait())
+        try:
+            await asyncio.wait({waiter, cancelled}, timeout=PREFETCH_HOLD_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            cancelled.cancel()
+            waiter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiter
+        acquired = waiter.done() and not waiter.cancelled()
+        if acquired and cancel.is_set():
+            self._executing.release()
+            return False
+        if not acquired and not cancel.is_set():
+            self._prefetch_paused = True
+        return acquired
 
     async def _start(self, msg: keys.QueueMessage) -> Started | None:
         while True:

@@ -14,13 +14,22 @@ from worker_svc.worker import Worker, WorkerConfig
 
 
 @asynccontextmanager
-async def running_worker(settings: Settings, worker_id: str, slots: int = 2) -> AsyncIterator[Worker]:
+async def running_worker(
+    settings: Settings, worker_id: str, slots: int = 2, prefetch: int | None = None
+) -> AsyncIterator[Worker]:
     from core.redis_client import create_redis
 
     db = Database.from_url(settings.database.database_url, slots + 1)
     redis = create_redis(settings.redis.redis_url)
     worker = Worker(
-        WorkerConfig(worker_id, ["default"], slots, settings.worker.heartbeat_seconds, 1.0),
+        WorkerConfig(
+            worker_id,
+            ["default"],
+            slots,
+            settings.worker.heartbeat_seconds,
+            1.0,
+            settings.worker.prefetch if prefetch is None else prefetch,
+        ),
         RunRepository(db),
         redis,
         build_executor(settings),

@@ -422,3 +422,24 @@ async def test_flushed_redis_loses_nothing(mesh: Mesh) -> None:
         rows = (await conn.execute(select(RunRow.job_id, RunRow.attempt))).all()
     assert sorted(r.job_id for r in rows) == sorted(jobs), "each run once, none twice"
     assert {r.attempt for r in rows} == {1}
+
+
+async def test_a_prefetched_run_without_a_slot_goes_to_another_worker(mesh: Mesh) -> None:
+    user = await mesh.user()
+    mesh.app.start_loops()
+    async with running_worker(mesh.app.settings, "w-busy", slots=1, prefetch=1):
+        long = await user.jobs.CreateJob(
+            job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script="import time\ntime.sleep(6)")),
+            metadata=user.md,
+        )
+        await wait_for(lambda: _run_in(user, long.id, run_pb2.RUN_STATUS_RUNNING), timeout=15)
+        short = await user.jobs.CreateJob(
+            job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script="print('short')")), metadata=user.md
+        )
+        taken = await wait_for(lambda: _run_in(user, short.id, run_pb2.RUN_STATUS_RUNNING), timeout=15)
+        assert taken.worker_id == "w-busy", "taken ahead by the busy worker"
+        async with running_worker(mesh.app.settings, "w-idle", slots=1, prefetch=0):
+            done = await finished(user, short.id)
+            assert await _run_in(user, long.id, run_pb2.RUN_STATUS_RUNNING) is not None, "long still running"
+    assert statuses(done) == ["SUCCEEDED"] and done[0].attempt == 1
+    assert done[0].worker_id == "w-idle", "given back after the hold and run by the idle worker"

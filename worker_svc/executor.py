@@ -112,6 +112,32 @@ def clean_environment(workdir: str) -> dict[str, str]:
 PIDS_HIERARCHIES = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_stale_roots(base: str) -> None:
+    """Remove the (empty) cgroup directories of workers that died without cleaning up."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            parts = name.split("-")
+            if len(parts) != 3 or parts[0] != "jobmesh" or not parts[1].isdigit() or _pid_alive(int(parts[1])):
+                continue
+            root = os.path.join(base, name)
+            with contextlib.suppress(OSError):
+                for child in os.listdir(root):
+                    if child.startswith("run-"):
+                        with contextlib.suppress(OSError):
+                            os.rmdir(os.path.join(root, child))
+                os.rmdir(root)
+
+
 def _pids_root() -> str | None:
     """A cgroup directory where per-run pids cgroups can be made, or None."""
     if os.geteuid() != 0:
@@ -121,6 +147,7 @@ def _pids_root() -> str | None:
         v1 = os.path.exists(os.path.join(base, "pids.current")) or base.endswith("/pids")
         v2 = os.path.exists(controllers) and "pids" in open(controllers).read().split()  # noqa: SIM115
         if (v1 or v2) and os.access(base, os.W_OK):
+            _sweep_stale_roots(base)
             root = os.path.join(base, f"jobmesh-{os.getpid()}-{secrets.token_hex(3)}")
             try:
                 os.makedirs(root, exist_ok=True)

@@ -166,6 +166,7 @@ class Server:
         self.sock = sock
         self.running: dict[int, int] = {}  # pid -> token
         self.pids: dict[int, int] = {}  # token -> pid
+        self.leftovers: dict[int, tuple[str, str]] = {}  # token -> (workdir, cgroup_procs)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def send(self, *fields: Any) -> None:
@@ -226,6 +227,7 @@ class Server:
             _child(request, fds[0], fds[1])
         self.running[pid] = token
         self.pids[token] = pid
+        self.leftovers[token] = (request[2], request[5])
         self.send("started", token, pid)
 
     def kill(self, token: int) -> None:
@@ -252,11 +254,47 @@ class Server:
             token = self.running.pop(pid, None)
             if token is not None:
                 del self.pids[token]
+                del self.leftovers[token]
                 self.send("exit", token, status)
 
     def shutdown(self) -> None:
+        """The worker is gone (it would have cleaned up after each run): kill what
+        still runs and remove those runs' directories and cgroups."""
         for token in list(self.pids):
             self.kill(token)
+        import shutil
+        import time
+
+        deadline = time.monotonic() + 2.0
+        while self.running and time.monotonic() < deadline:
+            self.reap_quietly()
+            time.sleep(0.01)
+        roots = set()
+        for workdir, cgroup_procs in self.leftovers.values():
+            shutil.rmtree(workdir, ignore_errors=True)
+            if cgroup_procs:
+                run_cgroup = os.path.dirname(cgroup_procs)
+                roots.add(os.path.dirname(run_cgroup))
+                try:
+                    os.rmdir(run_cgroup)
+                except OSError:
+                    pass
+        for root in roots:
+            try:
+                os.rmdir(root)  # the worker's own cgroup directory, once empty
+            except OSError:
+                pass
+
+    def reap_quietly(self) -> None:
+        while self.running:
+            try:
+                pid, _ = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.running.clear()
+                return
+            if pid == 0:
+                return
+            self.running.pop(pid, None)
 
 
 def warm_up() -> None:

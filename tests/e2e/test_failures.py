@@ -6,9 +6,12 @@ import asyncio
 import itertools
 import os
 import signal
+import tempfile
 import time
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -79,7 +82,8 @@ def test_killed_worker_run_becomes_lost_and_is_retried_elsewhere(fresh_db: str, 
     doomed.read_until("worker_svc ready")
     channel, md = sign_up(port)
     jobs = job_pb2_grpc.JobServiceStub(channel)
-    script = "import time\nprint('attempt', flush=True)\ntime.sleep(3)\n"
+    marker = uuid.uuid4().hex
+    script = f"import time\nprint('attempt', flush=True)\ntime.sleep(3)  # {marker}\n"
     job = jobs.CreateJob(
         job_pb2.CreateJobRequest(
             job=one_time(datetime.now(UTC), script=script, retry_policy=job_pb2.RetryPolicy(max_attempts=2))
@@ -101,6 +105,14 @@ def test_killed_worker_run_becomes_lost_and_is_retried_elsewhere(fresh_db: str, 
         time.sleep(0.1)
     os.kill(doomed.popen.pid, signal.SIGKILL)
     doomed.popen.wait()
+
+    def run_directories() -> list[Path]:
+        return [p for p in Path(tempfile.gettempdir()).glob("jobmesh-run-*/job.py") if marker in p.read_text()]
+
+    deadline = time.monotonic() + 5
+    while run_directories():  # its fork server killed the script and removed its directory
+        assert time.monotonic() < deadline, run_directories()
+        time.sleep(0.1)
     rescuer = start("worker_svc.main", {**env, "JOBMESH_WORKER_ID": "rescuer"}, "rescuer worker")
     procs.append(rescuer)
     deadline = time.monotonic() + 60

@@ -518,9 +518,11 @@ class ForkServerExecutor(IsolatingExecutor):
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
         transports: list[asyncio.BaseTransport] = []
+        sent = False
         try:
             try:
                 await _send_with_fds(sock, request, [out_w, err_w])
+                sent = True
             finally:
                 os.close(out_w)
                 os.close(err_w)
@@ -529,6 +531,9 @@ class ForkServerExecutor(IsolatingExecutor):
         except BaseException:
             self._started.pop(token, None)
             self._exits.pop(token, None)
+            if sent and self._sock is sock:  # cancelled while starting: no unsupervised child
+                with contextlib.suppress(OSError):
+                    sock.send(forkserver.encode("kill", token))
             for transport in transports:
                 transport.close()
             for fd in (out_r, err_r)[len(transports) :]:

@@ -67,6 +67,9 @@ def check_secret(settings: AuthSettings) -> None:
         raise SystemExit("JOBMESH_JWT_SECRET must be set to a secret of at least 32 bytes when JOBMESH_PRODUCTION=true")
 
 
+VERIFIED_CACHE_SIZE = 10_000
+
+
 class TokenCodec:
     """Issues and verifies HS256 access tokens; the algorithm is pinned on decode."""
 
@@ -75,6 +78,9 @@ class TokenCodec:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self.ttl_seconds = settings.access_token_ttl_seconds
+        # Verified tokens, so a client's every call does not re-check the signature;
+        # a hit is still refused once the token's exp (plus leeway) has passed.
+        self._verified: dict[str, tuple[Principal, float]] = {}
 
     def issue(self, user_id: str, role: Role, now: float | None = None) -> str:
         issued = int(time.time() if now is None else now)
@@ -90,6 +96,11 @@ class TokenCodec:
         return jwt.encode(claims, self._secret, algorithm=JWT_ALGORITHM)
 
     def verify(self, token: str) -> Principal:
+        hit = self._verified.get(token)
+        if hit is not None:
+            if time.time() <= hit[1] + JWT_LEEWAY_SECONDS:
+                return hit[0]
+            del self._verified[token]
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -100,9 +111,13 @@ class TokenCodec:
                 leeway=JWT_LEEWAY_SECONDS,
                 options={"require": _REQUIRED_CLAIMS},
             )
-            return Principal(user_id=str(claims["sub"]), role=Role(claims["role"]))
+            principal = Principal(user_id=str(claims["sub"]), role=Role(claims["role"]))
         except (jwt.InvalidTokenError, ValueError, KeyError) as exc:
             raise Unauthenticated("invalid or expired token") from exc
+        if len(self._verified) >= VERIFIED_CACHE_SIZE:
+            self._verified.clear()
+        self._verified[token] = (principal, float(claims["exp"]))
+        return principal
 
 
 def bearer_token(metadata: Sequence[tuple[str, Any]]) -> str:

@@ -9,7 +9,7 @@ once; tasks/s from the first send to the last result.
 Memory: the worker's (and its fork server's) resident set while every slot runs a
 sleeping script.
 
-    .venv/bin/python -m bench.execution [--runs 500] [--slots 8]
+    .venv/bin/python -m bench.execution [--runs 500] [--slots 8] [--workdir-root /dev/shm]
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ def children(pid: int) -> list[int]:
         return []
 
 
-async def mesh_rate(script: str, n: int, slots: int, executor: str, memory: dict[str, float] | None = None) -> float:
+async def mesh_rate(
+    script: str, n: int, slots: int, executor: str, workdir_root: str = "", memory: dict[str, float] | None = None
+) -> float:
     """Runs/s through the mesh; with ``memory``, first fills every slot with a sleeping
     script and records the worker's and the fork server's RSS in MB."""
     flush_redis()
@@ -72,7 +74,13 @@ async def mesh_rate(script: str, n: int, slots: int, executor: str, memory: dict
         try:
             procs.start("scheduler_svc.main", env_for(url, JOBMESH_SCHEDULER_PORT="0"))
             procs.start(
-                "worker_svc.main", env_for(url, JOBMESH_WORKER_SLOTS=str(slots), JOBMESH_WORKER_EXECUTOR=executor)
+                "worker_svc.main",
+                env_for(
+                    url,
+                    JOBMESH_WORKER_SLOTS=str(slots),
+                    JOBMESH_WORKER_EXECUTOR=executor,
+                    JOBMESH_WORKER_WORKDIR_ROOT=workdir_root,
+                ),
             )
             if memory is not None:
                 await measure_memory(db, procs.procs[-1].pid, slots, memory)
@@ -164,15 +172,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=500)
     parser.add_argument("--slots", type=int, default=8)
+    parser.add_argument("--workdir-root", default="", help="JOBMESH_WORKER_WORKDIR_ROOT (default: system temp dir)")
     args = parser.parse_args()
     cpus = os.cpu_count() or 1
-    result: dict[str, object] = {"runs": args.runs, "worker_slots": args.slots, "cpus": cpus}
+    result: dict[str, object] = {
+        "runs": args.runs, "worker_slots": args.slots, "cpus": cpus, "workdir_root": args.workdir_root or "(temp dir)"
+    }  # fmt: skip
     memory: dict[str, float] = {}
+    n, slots, root = args.runs, args.slots, args.workdir_root
     rates = {
-        "fork_server_pass": asyncio.run(mesh_rate("pass", args.runs, args.slots, "forkserver", memory)),
-        "fork_server_printing": asyncio.run(mesh_rate(PRINTING, args.runs, args.slots, "forkserver")),
-        "subprocess_pass": asyncio.run(mesh_rate("pass", args.runs, args.slots, "subprocess")),
-        "subprocess_printing": asyncio.run(mesh_rate(PRINTING, args.runs, args.slots, "subprocess")),
+        "fork_server_pass": asyncio.run(mesh_rate("pass", n, slots, "forkserver", root, memory)),
+        "fork_server_printing": asyncio.run(mesh_rate(PRINTING, n, slots, "forkserver", root)),
+        "subprocess_pass": asyncio.run(mesh_rate("pass", n, slots, "subprocess", root)),
+        "subprocess_printing": asyncio.run(mesh_rate(PRINTING, n, slots, "subprocess", root)),
     }
     celery = celery_rate(args.runs * 3, cpus)
     for name, rate in rates.items():

@@ -113,6 +113,11 @@ class WorkerSettings(BaseSettings):
     file_size_bytes: int = Field(default=64 * 1024**2, description="RLIMIT_FSIZE of a script")
     id: str = Field(default="", description="Stable worker id (default: host-pid-random)")
     run_as_user: str = Field(default="", description="When the worker runs as root, run scripts as this user")
+    workdir_root: str = Field(
+        default="",
+        description="Directory for runs' private working directories (empty: the system temp dir; a tmpfs "
+        "makes each run's set-up and clean-up cheaper)",
+    )
 
 
 @dataclass(frozen=True)

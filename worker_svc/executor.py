@@ -57,6 +57,7 @@ class Limits:
     file_size_bytes: int
     output_cap_bytes: int
     run_as_user: str = ""
+    workdir_root: str = ""  # where runs' private directories go ("" = the system temp dir)
 
 
 @dataclass(frozen=True)
@@ -333,7 +334,7 @@ class IsolatingExecutor:
 
     def _prepare(self, source: str) -> tuple[str, str, PidsCgroup | None]:
         """The run's private directory with its script, and its pids cgroup."""
-        workdir = tempfile.mkdtemp(prefix="jobmesh-run-")
+        workdir = tempfile.mkdtemp(prefix="jobmesh-run-", dir=self._limits.workdir_root or None)
         try:
             script = os.path.join(workdir, "job.py")
             with open(script, "w", encoding="utf-8") as fh:

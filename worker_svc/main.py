@@ -37,6 +37,7 @@ def build_executor(settings: Settings) -> Executor:
         file_size_bytes=w.file_size_bytes,
         output_cap_bytes=w.output_cap_bytes,
         run_as_user=w.run_as_user,
+        workdir_root=w.workdir_root,
     )
     if w.executor == "subprocess":
         return SubprocessExecutor(limits)

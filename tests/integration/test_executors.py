@@ -4,9 +4,11 @@ server (default) and a fresh interpreter per run."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -221,3 +223,13 @@ async def test_closing_the_fork_server_kills_runs_in_flight() -> None:
     await wait_for(lambda: not _alive(int(output)), timeout=5)
     with pytest.raises(ExecutorError):
         await running
+
+
+@pytest.mark.parametrize("kind", [ForkServerExecutor, SubprocessExecutor])
+async def test_runs_use_the_configured_directory_root(kind: type[IsolatingExecutor], tmp_path: Path) -> None:
+    executor = kind(dataclasses.replace(LIMITS, workdir_root=str(tmp_path)))
+    try:
+        result = await run(executor, "import os\nprint(os.getcwd())")
+    finally:
+        await executor.close()
+    assert result.stdout.startswith(f"{tmp_path}/jobmesh-run-") and os.listdir(tmp_path) == []

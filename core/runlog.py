@@ -25,15 +25,8 @@ class LogEntry:
     data: str
 
 
-async def append(redis: Redis, run_id: str, entries: list[tuple[str, str]]) -> None:
-    """Append entries in one round trip."""
-    async with redis.pipeline(transaction=False) as pipe:
-        queue_append(pipe, run_id, entries)
-        await pipe.execute()
-
-
 def queue_append(pipe: Any, run_id: str, entries: list[tuple[str, str]]) -> None:
-    """Add the appends to a caller's pipeline (to share its round trip)."""
+    """Add the appends to a caller's pipeline (one round trip for many runs)."""
     key = keys.run_log_channel(run_id)
     for kind, data in entries:
         pipe.xadd(key, {"k": kind, "d": data}, maxlen=MAX_ENTRIES, approximate=True)

@@ -10,6 +10,7 @@ attempt was superseded.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import logging
 import secrets
@@ -100,6 +101,7 @@ class Worker:
         self._pop_many = redis.register_script(POP_MANY)
         self._starter: Batcher[tuple[str, datetime], Started | None] = Batcher(self._start_batch)
         self._finisher: Batcher[tuple[RunResult, bytes], bool] = Batcher(self._finish_batch)
+        self._live: Batcher[tuple[str, str, str], None] = Batcher(self._publish_batch)
         self._user_cancelled: set[str] = set()
 
     @property
@@ -135,6 +137,7 @@ class Worker:
             await self._redis.zrem(keys.WORKERS, self.config.worker_id)
         await self._starter.close()
         await self._finisher.close()
+        await self._live.close()
         await self._executor.close()
 
     def stop(self) -> None:
@@ -245,9 +248,13 @@ class Worker:
         assert task is not None
         self._active[run.id] = task
 
+        # Incremental decoders: a character split across two reads stays whole.
+        decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
+
         async def on_output(stream: str, chunk: bytes) -> None:
-            kind = runlog.OUT if stream == "stdout" else runlog.ERR
-            await self._publish(run.id, [(kind, chunk.decode("utf-8", errors="replace"))])
+            text = decoders[stream].decode(chunk)
+            if text:
+                await self._live.submit((run.id, runlog.OUT if stream == "stdout" else runlog.ERR, text))
 
         began = utcnow()
         give_back = False
@@ -342,12 +349,25 @@ class Worker:
             out.append(Started(hit[0], hit[1], token, hit[2] or run_id in flagged) if hit is not None else None)
         return out
 
-    async def _publish(self, run_id: str, entries: list[tuple[str, str]]) -> None:
-        """Live output for WatchRun; best effort (the result row is what counts)."""
+    async def _publish_batch(self, items: list[tuple[str, str, str]]) -> list[None]:
+        """Live output for WatchRun, for every run that wrote in this instant, in one
+        Redis round trip; consecutive chunks of one stream become one entry. Best
+        effort: the result row is what counts."""
+        by_run: dict[str, list[tuple[str, list[str]]]] = {}
+        for run_id, kind, text in items:
+            entries = by_run.setdefault(run_id, [])
+            if entries and entries[-1][0] == kind:
+                entries[-1][1].append(text)
+            else:
+                entries.append((kind, [text]))
         try:
-            await runlog.append(self._redis, run_id, entries)
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for run_id, entries in by_run.items():
+                    runlog.queue_append(pipe, run_id, [(kind, "".join(texts)) for kind, texts in entries])
+                await pipe.execute()
         except (RedisError, OSError) as exc:
-            log.debug("live output of %s not published: %s", run_id, exc)
+            log.debug("live output of %d run(s) not published: %s", len(by_run), exc)
+        return [None] * len(items)
 
     async def _report(self, run: Run, token: str, result: ExecResult, raw: bytes, began: datetime) -> None:
         status = {

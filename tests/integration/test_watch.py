@@ -81,3 +81,21 @@ async def test_late_joiners_get_everything(mesh: Mesh) -> None:
     assert text(stored, run_pb2.LOG_STREAM_STDOUT) == EXPECTED
     assert text(stored, run_pb2.LOG_STREAM_STDERR) == "done\n"
     assert stored[-1][1].run.status == run_pb2.RUN_STATUS_SUCCEEDED
+
+
+async def test_a_character_split_across_writes_arrives_whole(mesh: Mesh) -> None:
+    user = await mesh.user()
+    mesh.app.start_loops()
+    script = (
+        "import sys, time\n"
+        "sys.stdout.buffer.write('caf'.encode() + 'é'.encode()[:1]); sys.stdout.flush()\n"
+        "time.sleep(0.3)\n"
+        "sys.stdout.buffer.write('é'.encode()[1:] + b' ok\\n'); sys.stdout.flush()\n"
+    )
+    async with running_worker(mesh.app.settings, "w-utf8"):
+        job = await user.jobs.CreateJob(
+            job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script=script)), metadata=user.md
+        )
+        run = await wait_for(lambda: first_run(user, job.id))
+        events = await collect(user, run.id)
+    assert text(events, run_pb2.LOG_STREAM_STDOUT) == "café ok\n"

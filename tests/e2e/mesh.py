@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -90,3 +91,21 @@ def real_mesh() -> Iterator[RealMesh]:
         for proc in mesh.procs:
             proc.kill()
         mysql(f"DROP DATABASE IF EXISTS {name}")
+
+
+def wait_runs(mesh: RealMesh, token: str, job_id: str, done: Any, timeout: float = 45) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = mesh.call("GET", f"/api/jobs/{job_id}/runs?page=1&pageSize=50", token=token)
+        assert status == 200, body
+        runs: list[dict[str, Any]] = body["runs"]
+        if done(runs):
+            return runs
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.25)
+
+
+def final(runs: list[dict[str, Any]]) -> bool:
+    return bool(runs) and all(
+        r["status"] not in ("RUN_STATUS_PENDING", "RUN_STATUS_QUEUED", "RUN_STATUS_RUNNING") for r in runs
+    )

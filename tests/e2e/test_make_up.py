@@ -9,10 +9,12 @@ import signal
 import subprocess
 import time
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.mesh import RealMesh, final, wait_runs
 from tests.e2e.procs import ROOT, Proc, free_port
 from tests.e2e.test_processes import health_serving, listed_services
 
@@ -65,6 +67,20 @@ def test_make_up_from_fresh_copy(tmp_path: Path, procs: list[Proc]) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{ports['gw']}/api/health", timeout=5) as resp:
         assert resp.status == 200
     assert leftovers("redis-server", f":{ports['redis']}"), "a private redis-server runs"
+    # A script runs through the mesh (SQLite, the fork server) and its output is kept.
+    mesh = RealMesh(f"http://127.0.0.1:{ports['gw']}", "", "")
+    token, _ = mesh.user("newcomer")
+    status, job = mesh.call(
+        "POST",
+        "/api/jobs",
+        {"jobType": "OneTime", "scheduledAt": datetime.now(UTC).isoformat(), "scriptContent": "print('hi')"},
+        token,
+    )
+    assert status == 201, job
+    runs = wait_runs(mesh, token, job["jobId"], final, timeout=60)
+    assert [r["status"] for r in runs] == ["RUN_STATUS_SUCCEEDED"], runs
+    status, logs = mesh.call("GET", f"/api/jobs/{job['jobId']}/runs/{runs[0]['id']}/logs", token=token)
+    assert status == 200 and logs["stdout"] == "hi\n", logs
 
     os.killpg(popen.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     # make re-raises the SIGINT it received once its child is done; jobmesh itself exits cleanly.

@@ -12,27 +12,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.mesh import RealMesh, real_mesh  # noqa: F401 - the fixture
+from tests.e2e.mesh import RealMesh, final, real_mesh, wait_runs  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_runs(mesh: RealMesh, token: str, job_id: str, done: Any, timeout: float = 45) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status, body = mesh.call("GET", f"/api/jobs/{job_id}/runs?page=1&pageSize=50", token=token)
-        assert status == 200, body
-        runs: list[dict[str, Any]] = body["runs"]
-        if done(runs):
-            return runs
-        assert time.monotonic() < deadline, runs
-        time.sleep(0.25)
-
-
-def final(runs: list[dict[str, Any]]) -> bool:
-    return bool(runs) and all(
-        r["status"] not in ("RUN_STATUS_PENDING", "RUN_STATUS_QUEUED", "RUN_STATUS_RUNNING") for r in runs
-    )
 
 
 @pytest.mark.timeout(180)

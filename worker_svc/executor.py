@@ -460,7 +460,7 @@ class ForkServerExecutor(IsolatingExecutor):
                     *self._preload,
                     pass_fds=(theirs.fileno(),),
                     cwd="/",
-                    env={"PATH": SAFE_PATH, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
+                    env=clean_environment("/"),  # a child only changes HOME and TMPDIR
                     stdin=asyncio.subprocess.DEVNULL,
                 )
             finally:

@@ -82,8 +82,16 @@ def _isolate(workdir: str, env: dict[str, str], cgroup_procs: str, uid: int, gid
         with open(cgroup_procs, "w") as fh:
             fh.write(str(os.getpid()))
     os.chdir(workdir)
-    os.environ.clear()
-    os.environ.update(env)
+    # Only what differs from the helper's own (already clean) environment: clearing
+    # and refilling os.environ would copy-on-write far more of the heap.
+    for key in [k for k in os.environ if k not in env]:
+        del os.environ[key]
+    for key, text in env.items():
+        if os.environ.get(key) != text:
+            os.environ[key] = text
+    cached = sys.modules.get("tempfile")
+    if cached is not None:  # a preloaded module may have cached the helper's temp dir
+        setattr(cached, "tempdir", None)  # noqa: B010
     for which, value in zip(LIMITS, limits, strict=True):
         resource.setrlimit(which, (value, value))
     if uid >= 0:

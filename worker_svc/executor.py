@@ -256,6 +256,8 @@ class Executor(Protocol):
         self, source: str, timeout: float, cancel: asyncio.Event, on_output: OutputCallback | None = None
     ) -> ExecResult: ...
 
+    async def start(self) -> None: ...
+
     async def close(self) -> None: ...
 
 
@@ -273,6 +275,9 @@ class NoopExecutor:
         self, source: str, timeout: float, cancel: asyncio.Event, on_output: OutputCallback | None = None
     ) -> ExecResult:
         return ExecResult(Outcome.SUCCEEDED, 0, "", "", "", False, False)
+
+    async def start(self) -> None:
+        pass
 
     async def close(self) -> None:
         pass
@@ -301,6 +306,9 @@ class IsolatingExecutor:
         self._limits = limits
         self._identity = _identity(limits.run_as_user)
         self._cgroups = _pids_root()
+
+    async def start(self) -> None:
+        pass
 
     async def close(self) -> None:
         """Remove this executor's cgroup directory (its runs' cgroups are gone already)."""
@@ -426,6 +434,10 @@ class SubprocessExecutor(IsolatingExecutor):
         return Child(proc.pid, proc.stdout, proc.stderr, proc.wait(), lambda: kill_group(proc.pid))
 
 
+READY_TOKEN = 0  # the helper's first message; runs' tokens start at 1
+HELPER_START_SECONDS = 30.0
+
+
 class ForkServerExecutor(IsolatingExecutor):
     """Forks each run from a small helper process (worker_svc/forkserver.py) that
     has only the interpreter, the isolation code and the ``preload`` modules in
@@ -466,9 +478,26 @@ class ForkServerExecutor(IsolatingExecutor):
             finally:
                 theirs.close()
             ours.setblocking(False)
-            asyncio.get_running_loop().add_reader(ours.fileno(), self._on_readable, ours)
+            loop = asyncio.get_running_loop()
+            ready: asyncio.Future[int] = loop.create_future()
+            self._started[READY_TOKEN] = ready
+            loop.add_reader(ours.fileno(), self._on_readable, ours)
             self._sock = ours
+            try:
+                await asyncio.wait_for(ready, HELPER_START_SECONDS)
+            except (ExecutorError, TimeoutError) as exc:
+                if self._sock is ours:
+                    self._lost(ours)
+                if self._helper.returncode is None:
+                    self._helper.kill()
+                await self._helper.wait()
+                raise ExecutorError(f"the fork server did not start (preload {list(self._preload)})") from exc
             return ours
+
+    async def start(self) -> None:
+        """Start the helper now, so a broken set-up (a preload module that does not
+        import) stops the worker at start-up instead of failing every run."""
+        await self._connect()
 
     def _on_readable(self, sock: socket.socket) -> None:
         while True:
@@ -482,7 +511,7 @@ class ForkServerExecutor(IsolatingExecutor):
                 self._lost(sock)
                 return
             kind, token, value = forkserver.decode(data)
-            if kind == "started":
+            if kind in ("started", "ready"):
                 _resolve(self._started.pop(token, None), value)
             elif kind == "exit":
                 _resolve(self._exits.pop(token, None), os.waitstatus_to_exitcode(value))
@@ -496,7 +525,7 @@ class ForkServerExecutor(IsolatingExecutor):
         sock.close()
         if self._sock is sock:
             self._sock = None
-        if self._started or self._exits:
+        if self._exits:
             log.error("fork server exited with %d run(s) in flight", len(self._exits))
         for futures in (self._started, self._exits):
             for future in futures.values():

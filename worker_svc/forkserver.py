@@ -9,7 +9,8 @@ as SCM_RIGHTS:
 
     worker → helper  ("run", token, workdir, script, env, cgroup_procs, uid, gid, limits) + [out_fd, err_fd]
                      ("kill", token)
-    helper → worker  ("started", token, pid) | ("exit", token, wait_status) | ("error", token, message)
+    helper → worker  ("ready", 0, pid) once, then per run
+                     ("started", token, pid) | ("exit", token, wait_status) | ("error", token, message)
 
 The child applies the isolation of a fresh-interpreter run — new session and
 process group, stdin from /dev/null, stdout/stderr on the pipes, every other
@@ -188,7 +189,7 @@ class Server:
         selector = selectors.DefaultSelector()
         selector.register(self.sock, selectors.EVENT_READ, "request")
         selector.register(self.wake_r, selectors.EVENT_READ, "child")
-        self.reap()
+        self.send("ready", 0, os.getpid())
         while True:
             for key, _ in selector.select():
                 if key.data == "child":

@@ -17,7 +17,14 @@ from core.rpc import create_server, stop_server
 from core.settings import Settings
 from db.engine import Database
 from db.repositories.runs import RunRepository
-from worker_svc.executor import Executor, ForkServerExecutor, Limits, NoopExecutor, SubprocessExecutor
+from worker_svc.executor import (
+    Executor,
+    ExecutorError,
+    ForkServerExecutor,
+    Limits,
+    NoopExecutor,
+    SubprocessExecutor,
+)
 from worker_svc.worker import Worker, WorkerConfig
 
 log = logging.getLogger("worker_svc")
@@ -48,6 +55,11 @@ async def serve(settings: Settings) -> None:
     w = settings.worker
     worker_id = w.id or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
     worker_id_var.set(worker_id)
+    executor = build_executor(settings)
+    try:
+        await executor.start()
+    except ExecutorError as exc:
+        raise SystemExit(f"worker_svc: {exc}") from exc
     db = Database.from_url(settings.database.database_url, max(2, w.slots))
     redis = create_redis(settings.redis.redis_url)
     rpc = await create_server(f"{settings.server.host}:{settings.server.worker_port}")
@@ -62,7 +74,7 @@ async def serve(settings: Settings) -> None:
         ),
         RunRepository(db),
         redis,
-        build_executor(settings),
+        executor,
     )
     running = asyncio.create_task(worker.run())
     settle_heap()

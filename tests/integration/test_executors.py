@@ -233,3 +233,17 @@ async def test_runs_use_the_configured_directory_root(kind: type[IsolatingExecut
     finally:
         await executor.close()
     assert result.stdout.startswith(f"{tmp_path}/jobmesh-run-") and os.listdir(tmp_path) == []
+
+
+async def test_a_fork_server_that_cannot_start_says_so() -> None:
+    broken = ForkServerExecutor(LIMITS, ("no_such_module_for_jobmesh",))
+    with pytest.raises(ExecutorError, match="did not start"):
+        await broken.start()
+    await broken.close()
+    preloaded = ForkServerExecutor(LIMITS, ("json",))
+    try:
+        await preloaded.start()
+        result = await run(preloaded, "import sys\nprint('json' in sys.modules)")
+    finally:
+        await preloaded.close()
+    assert result.stdout == "True\n"

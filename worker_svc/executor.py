@@ -441,8 +441,9 @@ HELPER_START_SECONDS = 30.0
 class ForkServerExecutor(IsolatingExecutor):
     """Forks each run from a small helper process (worker_svc/forkserver.py) that
     has only the interpreter, the isolation code and the ``preload`` modules in
-    memory: a run costs a fork instead of an interpreter start. The helper is
-    started on first use and again after it dies; runs it was executing end FAILED."""
+    memory: a run costs a fork instead of an interpreter start. The worker starts
+    the helper at start-up (``start``); if it dies it is started again for the next
+    run, and the runs it was executing end FAILED (then retry per their policy)."""
 
     name = "forkserver"
 

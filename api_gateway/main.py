@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from api_gateway.app import build_app, connect
 from core.http import start_http
 from core.logs import configure_logging
-from core.process import wait_for_shutdown_signal
+from core.process import run_service, wait_for_shutdown_signal
 from core.settings import Settings
 
 log = logging.getLogger("api_gateway")
@@ -29,7 +28,7 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.server.log_level, settings.server.log_json, "gateway")
-    asyncio.run(serve(settings))
+    run_service(serve(settings))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+from collections.abc import Coroutine
+from typing import Any
+
+import uvloop
 
 
 async def wait_for_shutdown_signal() -> int:
@@ -32,3 +36,9 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 50)
+
+
+def run_service(main: Coroutine[Any, Any, None]) -> None:
+    """Run a process's main coroutine on uvloop (libuv's event loop: less overhead per
+    socket event and callback than the standard loop, for gRPC, database and Redis)."""
+    uvloop.run(main)

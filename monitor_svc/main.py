@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2 as grpc_health_pb2
 from core.http import metrics_response, start_http
 from core.logs import configure_logging
 from core.loops import run_loop
-from core.process import wait_for_shutdown_signal
+from core.process import run_service, wait_for_shutdown_signal
 from core.redis_client import create_redis
 from core.rpc import RpcServer, ServiceInterceptor, create_server, stop_server
 from core.settings import Settings
@@ -95,7 +95,7 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.server.log_level, settings.server.log_json, "monitor")
-    asyncio.run(serve(settings))
+    run_service(serve(settings))
 
 
 if __name__ == "__main__":

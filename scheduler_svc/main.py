@@ -20,7 +20,7 @@ from core.http import metrics_app, start_http
 from core.ids import new_id
 from core.logs import configure_logging
 from core.loops import run_loop
-from core.process import settle_heap, wait_for_shutdown_signal
+from core.process import run_service, settle_heap, wait_for_shutdown_signal
 from core.redis_client import create_redis
 from core.rpc import RpcServer, ServiceInterceptor, create_server, stop_server
 from core.settings import Settings
@@ -171,7 +171,7 @@ async def serve(settings: Settings) -> None:
 def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.server.log_level, settings.server.log_json, "scheduler")
-    asyncio.run(serve(settings))
+    run_service(serve(settings))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import socket
 
 from core.ids import new_id
 from core.logs import configure_logging, worker_id_var
-from core.process import settle_heap, wait_for_shutdown_signal
+from core.process import run_service, settle_heap, wait_for_shutdown_signal
 from core.redis_client import create_redis
 from core.rpc import create_server, stop_server
 from core.settings import Settings
@@ -96,7 +96,7 @@ def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.server.log_level, settings.server.log_json, "worker")
     faulthandler.register(signal.SIGQUIT)  # dump stacks on SIGQUIT (diagnosing a stuck stop)
-    asyncio.run(serve(settings))
+    run_service(serve(settings))
 
 
 if __name__ == "__main__":

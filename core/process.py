@@ -38,7 +38,11 @@ def settle_heap() -> None:
     gc.set_threshold(20_000, 20, 50)
 
 
-def run_service(main: Coroutine[Any, Any, None]) -> None:
+def run_service(main: Coroutine[Any, Any, None], fast_loop: bool = True) -> None:
     """Run a process's main coroutine on uvloop (libuv's event loop: less overhead per
-    socket event and callback than the standard loop, for gRPC, database and Redis)."""
-    uvloop.run(main)
+    socket event and callback than the standard loop, for gRPC, database and Redis),
+    or on the standard loop with ``fast_loop=False``."""
+    if fast_loop:
+        uvloop.run(main)
+    else:
+        asyncio.run(main)

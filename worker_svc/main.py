@@ -96,7 +96,9 @@ def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.server.log_level, settings.server.log_json, "worker")
     faulthandler.register(signal.SIGQUIT)  # dump stacks on SIGQUIT (diagnosing a stuck stop)
-    run_service(serve(settings))
+    # libuv starts a subprocess with a plain fork of the (large) worker, the standard
+    # loop with vfork: a fresh-interpreter-per-run worker keeps the standard loop.
+    run_service(serve(settings), fast_loop=settings.worker.executor != "subprocess")
 
 
 if __name__ == "__main__":

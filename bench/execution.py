@@ -9,7 +9,7 @@ once; tasks/s from the first send to the last result.
 Memory: the worker's (and its fork server's) resident set while every slot runs a
 sleeping script.
 
-    .venv/bin/python -m bench.execution [--runs 500] [--slots 8] [--workdir-root /dev/shm]
+    .venv/bin/python -m bench.execution [--runs 2000] [--slots 8] [--workdir-root /dev/shm]
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def celery_rate(n: int, concurrency: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=500)
+    parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--workdir-root", default="", help="JOBMESH_WORKER_WORKDIR_ROOT (default: system temp dir)")
     args = parser.parse_args()

@@ -219,10 +219,12 @@ if _uid != "-":
     os.setgid(int(_gid))
     os.setuid(int(_uid))
 sys.argv = [_script]
+for _stream in (sys.stdout, sys.stderr):  # line-buffered, as in the fork server
+    _stream.reconfigure(line_buffering=True, write_through=False)
 with open(_script, "rb") as _fh:
     _code = compile(_fh.read(), _script, "exec")
 _globals = {"__name__": "__main__", "__file__": _script, "__builtins__": __builtins__}
-del _cg, _uid, _gid, _cpu, _as, _nofile, _fsize, _nproc, _res, _value, _fh
+del _cg, _uid, _gid, _cpu, _as, _nofile, _fsize, _nproc, _res, _value, _fh, _stream
 exec(_code, _globals)
 """
 
@@ -415,7 +417,7 @@ class SubprocessExecutor(IsolatingExecutor):
 
     async def _spawn(self, script: str, workdir: str, cgroup: PidsCgroup | None) -> Child:
         # -I: isolated mode (ignores PYTHON* variables and user site, no script dir
-        # tricks); -u: unbuffered so output streams live.
+        # tricks); -u, then line buffering in the bootstrap: output streams line by line.
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-I",

@@ -62,6 +62,13 @@ def decode(data: bytes) -> tuple[Any, ...]:
     return message
 
 
+def line_buffered() -> None:
+    """stdout/stderr as on a terminal: each line goes out when it is complete (one
+    write per line, not one per print() argument as unbuffered ``-u`` streams do)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
+
+
 def _exit_status(code: object) -> int:
     """What the interpreter makes of ``SystemExit(code)``."""
     if code is None:
@@ -107,6 +114,7 @@ def _run_script(script: str) -> int:
     main.__builtins__ = __builtins__  # type: ignore[attr-defined]
     sys.modules["__main__"] = main
     sys.argv = [script]
+    line_buffered()
     status = 0
     try:
         with open(script, "rb") as fh:

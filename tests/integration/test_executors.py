@@ -247,3 +247,17 @@ async def test_a_fork_server_that_cannot_start_says_so() -> None:
     finally:
         await preloaded.close()
     assert result.stdout == "True\n"
+
+
+async def test_output_is_written_line_by_line(executor: IsolatingExecutor) -> None:
+    chunks: list[bytes] = []
+    script = (
+        "import sys, time\n"
+        "for i in range(3):\n"
+        "    print('n', i, 'of', 3)\n"
+        "    time.sleep(0.2)\n"
+        "sys.stdout.write('partial')\n"
+    )
+    result = await executor.run(script, 10, asyncio.Event(), lambda stream, chunk: chunks.append(chunk))
+    assert result.stdout == "n 0 of 3\nn 1 of 3\nn 2 of 3\npartial"
+    assert chunks[:3] == [b"n 0 of 3\n", b"n 1 of 3\n", b"n 2 of 3\n"], "one chunk per line, not per argument"

@@ -217,6 +217,8 @@ class Server:
             data, fds, _, _ = socket.recv_fds(self.sock, MAX_MESSAGE, 2)
         except InterruptedError:
             return True
+        except OSError:  # reset by a worker that went away: as good as EOF
+            return False
         if not data:
             return False
         try:
@@ -333,10 +335,11 @@ def main() -> None:
     warm_up()
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
+    server = Server(sock)
     try:
-        Server(sock).serve()
-    except BrokenPipeError:
-        pass  # the worker is gone
+        server.serve()
+    except OSError:  # the worker is gone while we were answering it
+        server.shutdown()
 
 
 if __name__ == "__main__":

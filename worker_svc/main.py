@@ -96,9 +96,10 @@ def main() -> None:
     settings = Settings.from_env()
     configure_logging(settings.server.log_level, settings.server.log_json, "worker")
     faulthandler.register(signal.SIGQUIT)  # dump stacks on SIGQUIT (diagnosing a stuck stop)
-    # libuv starts a subprocess with a plain fork of the (large) worker, the standard
-    # loop with vfork: a fresh-interpreter-per-run worker keeps the standard loop.
-    run_service(serve(settings), fast_loop=settings.worker.executor != "subprocess")
+    # The worker keeps the standard loop: it starts processes (the fork server, or an
+    # interpreter per run), which the standard loop does with vfork, while libuv forks
+    # the whole (multi-threaded) worker.
+    run_service(serve(settings), fast_loop=False)
 
 
 if __name__ == "__main__":

@@ -38,11 +38,7 @@ def settle_heap() -> None:
     gc.set_threshold(20_000, 20, 50)
 
 
-def run_service(main: Coroutine[Any, Any, None], fast_loop: bool = True) -> None:
+def run_service(main: Coroutine[Any, Any, None]) -> None:
     """Run a process's main coroutine on uvloop (libuv's event loop: less overhead per
-    socket event and callback than the standard loop, for gRPC, database and Redis),
-    or on the standard loop with ``fast_loop=False``."""
-    if fast_loop:
-        uvloop.run(main)
-    else:
-        asyncio.run(main)
+    socket event and callback than the standard loop, for gRPC, database and Redis)."""
+    uvloop.run(main)

@@ -252,8 +252,6 @@ def kill_group(pgid: int) -> None:
 
 
 class Executor(Protocol):
-    name: str
-
     async def run(
         self, source: str, timeout: float, cancel: asyncio.Event, on_output: OutputCallback | None = None
     ) -> ExecResult: ...
@@ -270,8 +268,6 @@ class ExecutorError(Exception):
 class NoopExecutor:
     """Records success without spawning anything: measures the control plane alone
     (bench/pipeline.py). Never for real jobs."""
-
-    name = "noop"
 
     async def run(
         self, source: str, timeout: float, cancel: asyncio.Event, on_output: OutputCallback | None = None
@@ -301,8 +297,6 @@ class IsolatingExecutor:
     """What both real executors share: the private working directory with the
     script, the run's pids cgroup, timeout/cancel, killing what is left, and output
     capture. Subclasses only start the child (``_spawn``)."""
-
-    name = "isolating"
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
@@ -413,8 +407,6 @@ class IsolatingExecutor:
 class SubprocessExecutor(IsolatingExecutor):
     """Runs each script in a fresh interpreter of the worker's own Python."""
 
-    name = "subprocess"
-
     async def _spawn(self, script: str, workdir: str, cgroup: PidsCgroup | None) -> Child:
         # -I: isolated mode (ignores PYTHON* variables and user site, no script dir
         # tricks); -u, then line buffering in the bootstrap: output streams line by line.
@@ -446,8 +438,6 @@ class ForkServerExecutor(IsolatingExecutor):
     memory: a run costs a fork instead of an interpreter start. The worker starts
     the helper at start-up (``start``); if it dies it is started again for the next
     run, and the runs it was executing end FAILED (then retry per their policy)."""
-
-    name = "forkserver"
 
     def __init__(self, limits: Limits, preload: tuple[str, ...] = ()) -> None:
         super().__init__(limits)

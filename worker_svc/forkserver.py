@@ -262,16 +262,19 @@ class Server:
         except (ProcessLookupError, PermissionError):
             pass
 
-    def reap(self) -> None:
+    def reap(self, tell: bool = True) -> None:
+        """Collect exited children and tell the worker (or, shutting down, only
+        collect them: their leftovers are still to be removed)."""
         while self.running:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
+                self.running.clear()
                 return
             if pid == 0:
                 return
             token = self.running.pop(pid, None)
-            if token is not None:
+            if token is not None and tell:
                 del self.pids[token]
                 del self.leftovers[token]
                 self.send("exit", token, status)
@@ -286,7 +289,7 @@ class Server:
 
         deadline = time.monotonic() + 2.0
         while self.running and time.monotonic() < deadline:
-            self.reap_quietly()
+            self.reap(tell=False)
             time.sleep(0.01)
         roots = set()
         for workdir, cgroup_procs in self.leftovers.values():
@@ -303,17 +306,6 @@ class Server:
                 os.rmdir(root)  # the worker's own cgroup directory, once empty
             except OSError:
                 pass
-
-    def reap_quietly(self) -> None:
-        while self.running:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                self.running.clear()
-                return
-            if pid == 0:
-                return
-            self.running.pop(pid, None)
 
 
 def warm_up() -> None:

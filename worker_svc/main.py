@@ -11,7 +11,7 @@ import socket
 
 from core.ids import new_id
 from core.logs import configure_logging, worker_id_var
-from core.process import run_service, settle_heap, wait_for_shutdown_signal
+from core.process import settle_heap, wait_for_shutdown_signal
 from core.redis_client import create_redis
 from core.rpc import create_server, stop_server
 from core.settings import Settings
@@ -99,7 +99,7 @@ def main() -> None:
     # The worker keeps the standard loop: it starts processes (the fork server, or an
     # interpreter per run), which the standard loop does with vfork, while libuv forks
     # the whole (multi-threaded) worker.
-    run_service(serve(settings), fast_loop=False)
+    asyncio.run(serve(settings))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -39,6 +40,18 @@ class RealMesh:
         except urllib.error.HTTPError as err:
             payload = err.read()
             return err.code, json.loads(payload) if payload else None
+
+    def create_one_time(self, token: str, script: str) -> dict[str, Any]:
+        """A one-time job due now, created over REST."""
+        status, job = self.call(
+            "POST",
+            "/api/jobs",
+            {"jobType": "OneTime", "scheduledAt": datetime.now(UTC).isoformat(), "scriptContent": script},
+            token,
+        )
+        assert status == 201, job
+        created: dict[str, Any] = job
+        return created
 
     def user(self, name: str) -> tuple[str, str]:
         status, body = self.call(

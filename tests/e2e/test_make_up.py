@@ -9,7 +9,6 @@ import signal
 import subprocess
 import time
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -70,13 +69,7 @@ def test_make_up_from_fresh_copy(tmp_path: Path, procs: list[Proc]) -> None:
     # A script runs through the mesh (SQLite, the fork server) and its output is kept.
     mesh = RealMesh(f"http://127.0.0.1:{ports['gw']}", "", "")
     token, _ = mesh.user("newcomer")
-    status, job = mesh.call(
-        "POST",
-        "/api/jobs",
-        {"jobType": "OneTime", "scheduledAt": datetime.now(UTC).isoformat(), "scriptContent": "print('hi')"},
-        token,
-    )
-    assert status == 201, job
+    job = mesh.create_one_time(token, "print('hi')")
     runs = wait_runs(mesh, token, job["jobId"], final, timeout=60)
     assert [r["status"] for r in runs] == ["RUN_STATUS_SUCCEEDED"], runs
     status, logs = mesh.call("GET", f"/api/jobs/{job['jobId']}/runs/{runs[0]['id']}/logs", token=token)

@@ -158,13 +158,7 @@ def test_prometheus_metrics(real_mesh: RealMesh) -> None:  # noqa: F811
     mesh = real_mesh
     token, _ = mesh.user("metrics")
     for script in ("print(1)", "raise SystemExit(1)"):
-        status, job = mesh.call(
-            "POST",
-            "/api/jobs",
-            {"jobType": "OneTime", "scheduledAt": datetime.now(UTC).isoformat(), "scriptContent": script},
-            token,
-        )
-        assert status == 201
+        job = mesh.create_one_time(token, script)
         wait_runs(mesh, token, job["jobId"], final)
     time.sleep(6)  # the monitor observes finished runs 5 s behind, so late commits are not missed
     status, _ = mesh.call("GET", "/api/health")  # one RPC the monitor's own gRPC metrics count
@@ -235,13 +229,7 @@ def test_follow_logs_as_server_sent_events(real_mesh: RealMesh) -> None:  # noqa
     mesh = real_mesh
     token, _ = mesh.user("follower")
     script = "import time\nfor i in range(3):\n    print('tick', i, flush=True)\n    time.sleep(0.4)\n"
-    status, job = mesh.call(
-        "POST",
-        "/api/jobs",
-        {"jobType": "OneTime", "scheduledAt": datetime.now(UTC).isoformat(), "scriptContent": script},
-        token,
-    )
-    assert status == 201
+    job = mesh.create_one_time(token, script)
     runs = wait_runs(mesh, token, job["jobId"], lambda rs: bool(rs))
     request = urllib.request.Request(
         f"{mesh.gateway}/api/jobs/{job['jobId']}/runs/{runs[0]['id']}/logs?follow=true",

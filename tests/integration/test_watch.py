@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from typing import Any
 
 from gen.jobmesh.v1 import job_pb2, run_pb2
 from tests.conftest import Client, Mesh, wait_for
@@ -34,6 +35,16 @@ async def collect(user: Client, run_id: str) -> list[tuple[float, run_pb2.WatchR
     return events
 
 
+async def watch_new_run(mesh: Mesh, user: Client, worker_id: str, script: str) -> list[tuple[float, Any]]:
+    """Create a one-time job due now and watch its run from the start to the end."""
+    async with running_worker(mesh.app.settings, worker_id):
+        job = await user.jobs.CreateJob(
+            job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script=script)), metadata=user.md
+        )
+        run = await wait_for(lambda: first_run(user, job.id))
+        return await collect(user, run.id)
+
+
 def text(events: list[tuple[float, run_pb2.WatchRunResponse]], stream: int) -> str:
     return "".join(e.chunk.data for _, e in events if e.WhichOneof("event") == "chunk" and e.chunk.stream == stream)
 
@@ -41,12 +52,7 @@ def text(events: list[tuple[float, run_pb2.WatchRunResponse]], stream: int) -> s
 async def test_watch_streams_output_live_and_ends_with_the_final_status(mesh: Mesh) -> None:
     user = await mesh.user()
     mesh.app.start_loops()
-    async with running_worker(mesh.app.settings, "w-watch"):
-        job = await user.jobs.CreateJob(
-            job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script=SCRIPT)), metadata=user.md
-        )
-        run = await wait_for(lambda: first_run(user, job.id))
-        events = await collect(user, run.id)
+    events = await watch_new_run(mesh, user, "w-watch", SCRIPT)
     kinds = [e.WhichOneof("event") for _, e in events]
     assert kinds[0] == "run" and kinds[-1] == "run"
     assert events[-1][1].run.status == run_pb2.RUN_STATUS_SUCCEEDED
@@ -92,10 +98,5 @@ async def test_a_character_split_across_writes_arrives_whole(mesh: Mesh) -> None
         "time.sleep(0.3)\n"
         "sys.stdout.buffer.write('é'.encode()[1:] + b' ok\\n'); sys.stdout.flush()\n"
     )
-    async with running_worker(mesh.app.settings, "w-utf8"):
-        job = await user.jobs.CreateJob(
-            job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script=script)), metadata=user.md
-        )
-        run = await wait_for(lambda: first_run(user, job.id))
-        events = await collect(user, run.id)
+    events = await watch_new_run(mesh, user, "w-utf8", script)
     assert text(events, run_pb2.LOG_STREAM_STDOUT) == "café ok\n"

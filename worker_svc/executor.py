@@ -111,6 +111,7 @@ def clean_environment(workdir: str) -> dict[str, str]:
 
 
 PIDS_HIERARCHIES = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")
+MAX_SPARE_CGROUPS = 64
 
 
 def _pid_alive(pid: int) -> bool:
@@ -178,16 +179,18 @@ class PidsCgroup:
         except OSError:
             return []
 
-    async def kill_all(self) -> None:
-        """SIGKILL every process of the run until none is left (never blocks the loop)."""
+    async def kill_all(self) -> bool:
+        """SIGKILL every process of the run until none is left (never blocks the
+        loop); False if some survived every attempt."""
         for _ in range(400):
             pids = self._pids()
             if not pids:
-                return
+                return True
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(pid, signal.SIGKILL)
             await asyncio.sleep(0.005)
+        return False
 
     async def remove(self) -> None:
         for _ in range(200):
@@ -302,12 +305,17 @@ class IsolatingExecutor:
         self._limits = limits
         self._identity = _identity(limits.run_as_user)
         self._cgroups = _pids_root()
+        # Emptied run cgroups, reused by the next runs: making and removing one per
+        # run costs more than the run itself.
+        self._spare_cgroups: list[PidsCgroup] = []
 
     async def start(self) -> None:
         pass
 
     async def close(self) -> None:
-        """Remove this executor's cgroup directory (its runs' cgroups are gone already)."""
+        """Remove this executor's cgroup directory and its (empty) run cgroups."""
+        while self._spare_cgroups:
+            await self._spare_cgroups.pop().remove()
         if self._cgroups is not None:
             with contextlib.suppress(OSError):
                 os.rmdir(self._cgroups)
@@ -332,9 +340,16 @@ class IsolatingExecutor:
                     child.release()
             finally:
                 if cgroup is not None:
-                    await cgroup.remove()
+                    await self._recycle(cgroup)
         finally:
             _remove_workdir(workdir)
+
+    async def _recycle(self, cgroup: PidsCgroup) -> None:
+        """Keep a run's cgroup for the next run once nothing of this run is left in it."""
+        if await cgroup.kill_all() and len(self._spare_cgroups) < MAX_SPARE_CGROUPS:
+            self._spare_cgroups.append(cgroup)
+        else:
+            await cgroup.remove()
 
     def _prepare(self, source: str) -> tuple[str, str, PidsCgroup | None]:
         """The run's private directory with its script, and its pids cgroup."""
@@ -347,7 +362,9 @@ class IsolatingExecutor:
                 os.chown(workdir, *self._identity)
                 os.chown(script, *self._identity)
             cgroup = None
-            if self._cgroups is not None:
+            if self._spare_cgroups:
+                cgroup = self._spare_cgroups.pop()
+            elif self._cgroups is not None:
                 cgroup = PidsCgroup(self._cgroups, f"run-{secrets.token_hex(6)}", self._limits.processes)
         except BaseException:
             _remove_workdir(workdir)

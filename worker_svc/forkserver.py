@@ -27,6 +27,7 @@ the helper kills every running child's group and exits.
 
 from __future__ import annotations
 
+import _signal
 import marshal
 import os
 import resource
@@ -82,21 +83,35 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-def _isolate(workdir: str, env: dict[str, str], cgroup_procs: str, uid: int, gid: int, limits: list[int]) -> None:
+def environment_changes(env: dict[str, str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """What turns the helper's own (already clean) environment into ``env``: the keys
+    to drop and the keys to set. Worked out in the helper before forking, so the
+    child touches (and copies on write) only the entries that change."""
+    drop = [key for key in os.environ if key not in env]
+    return drop, [(key, text) for key, text in env.items() if os.environ.get(key) != text]
+
+
+def _isolate(
+    workdir: str, env: tuple[list[str], list[tuple[str, str]]], cgroup_procs: str, uid: int, gid: int, limits: list[int]
+) -> None:
     os.setsid()
-    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
-        signal.signal(number, signal.default_int_handler if number == signal.SIGINT else signal.SIG_DFL)
+    # The C-level calls: signal.signal's enum conversions would touch (and copy)
+    # pages of the helper's heap in every child.
+    _signal.signal(signal.SIGINT, signal.default_int_handler)
+    for number in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
+        _signal.signal(number, _signal.SIG_DFL)
     if cgroup_procs:
-        with open(cgroup_procs, "w") as fh:
-            fh.write(str(os.getpid()))
+        fd = os.open(cgroup_procs, os.O_WRONLY)
+        try:
+            os.write(fd, b"%d" % os.getpid())
+        finally:
+            os.close(fd)
     os.chdir(workdir)
-    # Only what differs from the helper's own (already clean) environment: clearing
-    # and refilling os.environ would copy-on-write far more of the heap.
-    for key in [k for k in os.environ if k not in env]:
+    drop, changes = env
+    for key in drop:
         del os.environ[key]
-    for key, text in env.items():
-        if os.environ.get(key) != text:
-            os.environ[key] = text
+    for key, text in changes:
+        os.environ[key] = text
     cached = sys.modules.get("tempfile")
     if cached is not None:  # a preloaded module may have cached the helper's temp dir
         setattr(cached, "tempdir", None)  # noqa: B010
@@ -155,12 +170,12 @@ def _finalize(main: Any, status: int) -> int:
     return status
 
 
-def _child(request: tuple[Any, ...], out_fd: int, err_fd: int) -> None:
+def _child(request: tuple[Any, ...], env: tuple[list[str], list[tuple[str, str]]], out_fd: int, err_fd: int) -> None:
     """Runs in the forked child; never returns."""
     status = 127
     try:
         signal.set_wakeup_fd(-1)
-        _, _, workdir, script, env, cgroup_procs, uid, gid, limits = request
+        _, _, workdir, script, _, cgroup_procs, uid, gid, limits = request
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.dup2(out_fd, 1)
@@ -184,6 +199,7 @@ class Server:
         self.running: dict[int, int] = {}  # pid -> token
         self.pids: dict[int, int] = {}  # token -> pid
         self.leftovers: dict[int, tuple[str, str]] = {}  # token -> (workdir, cgroup_procs)
+        self.cgroup_roots: set[str] = set()  # the worker's cgroup directories
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def send(self, *fields: Any) -> None:
@@ -237,16 +253,19 @@ class Server:
         if len(fds) != 2:
             self.send("error", token, "expected two output descriptors")
             return
+        env = environment_changes(request[4])
         try:
             pid = os.fork()
         except OSError as exc:
             self.send("error", token, f"fork failed: {exc}")
             return
         if pid == 0:
-            _child(request, fds[0], fds[1])
+            _child(request, env, fds[0], fds[1])
         self.running[pid] = token
         self.pids[token] = pid
         self.leftovers[token] = (request[2], request[5])
+        if request[5]:
+            self.cgroup_roots.add(os.path.dirname(os.path.dirname(request[5])))
         self.send("started", token, pid)
 
     def kill(self, token: int) -> None:
@@ -291,19 +310,22 @@ class Server:
         while self.running and time.monotonic() < deadline:
             self.reap(tell=False)
             time.sleep(0.01)
-        roots = set()
-        for workdir, cgroup_procs in self.leftovers.values():
+        for workdir, _ in self.leftovers.values():
             shutil.rmtree(workdir, ignore_errors=True)
-            if cgroup_procs:
-                run_cgroup = os.path.dirname(cgroup_procs)
-                roots.add(os.path.dirname(run_cgroup))
-                try:
-                    os.rmdir(run_cgroup)
-                except OSError:
-                    pass
-        for root in roots:
+        for root in self.cgroup_roots:
+            # The runs' cgroups (in use or kept for reuse), then the worker's own.
             try:
-                os.rmdir(root)  # the worker's own cgroup directory, once empty
+                names = os.listdir(root)
+            except OSError:
+                continue
+            for name in names:
+                if name.startswith("run-"):
+                    try:
+                        os.rmdir(os.path.join(root, name))
+                    except OSError:
+                        pass
+            try:
+                os.rmdir(root)
             except OSError:
                 pass
 

@@ -100,7 +100,7 @@ class Worker:
         self._handlers: set[asyncio.Task[None]] = set()
         self._pop_many = redis.register_script(POP_MANY)
         self._starter: Batcher[tuple[str, datetime], Started | None] = Batcher(self._start_batch)
-        self._finisher: Batcher[tuple[RunResult, bytes], bool] = Batcher(self._finish_batch)
+        self._finisher: Batcher[tuple[RunResult, bytes], bool] = Batcher(self._finish_batch, linger=0.01)
         self._live: Batcher[tuple[str, str, str], None] = Batcher(self._publish_batch)
         self._user_cancelled: set[str] = set()
 

@@ -107,10 +107,12 @@ def test_killed_worker_run_becomes_lost_and_is_retried_elsewhere(fresh_db: str, 
     doomed.popen.wait()
 
     def run_directories() -> list[Path]:
-        return [p for p in Path(tempfile.gettempdir()).glob("jobmesh-run-*/job.py") if marker in p.read_text()]
+        scripts = [p for p in Path(tempfile.gettempdir()).glob("jobmesh-run-*/job.py") if marker in p.read_text()]
+        cgroups = list(Path("/sys/fs/cgroup").glob(f"**/jobmesh-{doomed.popen.pid}-*"))
+        return scripts + cgroups
 
     deadline = time.monotonic() + 5
-    while run_directories():  # its fork server killed the script and removed its directory
+    while run_directories():  # its fork server killed the script, removed its directory and cgroups
         assert time.monotonic() < deadline, run_directories()
         time.sleep(0.1)
     rescuer = start("worker_svc.main", {**env, "JOBMESH_WORKER_ID": "rescuer"}, "rescuer worker")

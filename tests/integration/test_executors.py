@@ -46,6 +46,11 @@ async def run(executor: IsolatingExecutor, source: str, timeout: float = 10.0) -
     return await executor.run(source, timeout, asyncio.Event())
 
 
+def _read(path: str) -> str:
+    with open(path) as fh:
+        return fh.read()
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as fh:
@@ -171,6 +176,27 @@ async def test_limits_stop_memory_hogs_and_fork_bombs(executor: IsolatingExecuto
     assert result.outcome is Outcome.TIMED_OUT
     after = await run(executor, "print('still fine')")
     assert after.stdout == "still fine\n"
+
+
+async def test_run_cgroups_are_emptied_reused_and_removed_on_close() -> None:
+    executor = ForkServerExecutor(LIMITS)
+    root = executor._cgroups
+    if root is None:
+        await executor.close()
+        pytest.skip("no writable pids cgroup hierarchy here (not root)")
+    try:
+        where = "print([l for l in open('/proc/self/cgroup') if 'pids' in l.split(':')[1]])"
+        first = await run(executor, where)
+        leaker = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(60)\n" + where
+        second = await run(executor, leaker)
+        # One cgroup, used again.
+        assert first.stdout == second.stdout and os.path.basename(root) in first.stdout
+        # The orphan that left the process group was killed before its cgroup was reused.
+        [cgroup] = [name for name in os.listdir(root) if name.startswith("run-")]
+        assert _read(os.path.join(root, cgroup, "cgroup.procs")) == ""
+    finally:
+        await executor.close()
+    assert os.path.basename(root) not in os.listdir(os.path.dirname(root))
 
 
 async def test_concurrent_runs_keep_their_own_output(executor: IsolatingExecutor) -> None:

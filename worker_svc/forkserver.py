@@ -27,7 +27,7 @@ the helper kills every running child's group and exits.
 
 from __future__ import annotations
 
-import _signal
+import _signal  # type: ignore[import-not-found]  # signal.signal without its enum wrapper
 import marshal
 import os
 import resource

@@ -36,6 +36,10 @@ class Batcher(Generic[T, R]):
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, item: T) -> R:
+        return await self.put(item)
+
+    def put(self, item: T) -> asyncio.Future[R]:
+        """Queue ``item`` without waiting; the future gets its result."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run())
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -43,7 +47,7 @@ class Batcher(Generic[T, R]):
         self._wakeup.set()
         if len(self._pending) >= self._max_items:
             self._full.set()
-        return await future
+        return future
 
     async def _run(self) -> None:
         while True:

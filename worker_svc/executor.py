@@ -35,7 +35,8 @@ from worker_svc import forkserver
 
 log = logging.getLogger(__name__)
 
-OutputCallback = Callable[[str, bytes], Awaitable[None] | None]
+# Called with each chunk as it is read; must not block (it runs in the reader callback).
+OutputCallback = Callable[[str, bytes], None]
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _READ_CHUNK = 65536
@@ -286,13 +287,15 @@ class NoopExecutor:
 
 @dataclass
 class Child:
-    """A started run: its pid (= process group), output streams and exit code."""
+    """A started run: the read ends of its stdout/stderr pipes (non-blocking, owned
+    by the supervisor), its exit code, and how to kill it (its whole group).
+    ``ended`` runs once it exited: it kills what it left in its process group."""
 
-    pid: int
-    stdout: asyncio.StreamReader
-    stderr: asyncio.StreamReader
+    stdout: int
+    stderr: int
     exited: Awaitable[int]
     kill: Callable[[], None]
+    ended: Callable[[], None] = lambda: None
     release: Callable[[], None] = lambda: None
 
 
@@ -381,12 +384,9 @@ class IsolatingExecutor:
     ) -> ExecResult:
         out = TailBuffer(self._limits.output_cap_bytes)
         err = TailBuffer(self._limits.output_cap_bytes)
-        readers = [
-            asyncio.create_task(_pump(child.stdout, out, "stdout", on_output)),
-            asyncio.create_task(_pump(child.stderr, err, "stderr", on_output)),
-        ]
+        streams = _Streams(child, out, err, on_output)
         waiter = asyncio.ensure_future(child.exited)
-        cancelled = asyncio.create_task(cancel.wait())
+        cancelled = asyncio.ensure_future(cancel.wait())
         outcome: Outcome | None = None
         try:
             done, _ = await asyncio.wait({waiter, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -399,15 +399,13 @@ class IsolatingExecutor:
         finally:
             cancelled.cancel()
             # Whatever the script left behind in its group (or cgroup) goes too.
-            kill_group(child.pid)
+            child.ended()
             if cgroup is not None:
                 await cgroup.kill_all()
             if not waiter.done():
                 waiter.cancel()
             # A grandchild outside the group could hold the pipes open: don't wait forever.
-            _, pending = await asyncio.wait(readers, timeout=2.0)
-            for task in pending:
-                task.cancel()
+            await streams.drained(2.0)
         code = waiter.result()
         if outcome is None:
             outcome = Outcome.SUCCEEDED if code == 0 else Outcome.FAILED
@@ -427,22 +425,36 @@ class SubprocessExecutor(IsolatingExecutor):
     async def _spawn(self, script: str, workdir: str, cgroup: PidsCgroup | None) -> Child:
         # -I: isolated mode (ignores PYTHON* variables and user site, no script dir
         # tricks); -u, then line buffering in the bootstrap: output streams line by line.
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-I",
-            "-u",
-            "-c",
-            BOOTSTRAP,
-            *bootstrap_args(self._limits, self._identity, cgroup.procs if cgroup else None, script),
-            cwd=workdir,
-            env=clean_environment(workdir),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-        assert proc.stdout is not None and proc.stderr is not None
-        return Child(proc.pid, proc.stdout, proc.stderr, proc.wait(), lambda: kill_group(proc.pid))
+        out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            try:
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-I",
+                    "-u",
+                    "-c",
+                    BOOTSTRAP,
+                    *bootstrap_args(self._limits, self._identity, cgroup.procs if cgroup else None, script),
+                    cwd=workdir,
+                    env=clean_environment(workdir),
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=out_w,
+                    stderr=err_w,
+                    start_new_session=True,
+                )
+            finally:
+                os.close(out_w)
+                os.close(err_w)
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+
+        def kill() -> None:
+            kill_group(proc.pid)
+
+        return Child(out_r, err_r, proc.wait(), kill, ended=kill)
 
 
 READY_TOKEN = 0  # the helper's first message; runs' tokens start at 1
@@ -463,7 +475,8 @@ class ForkServerExecutor(IsolatingExecutor):
         self._helper: asyncio.subprocess.Process | None = None
         self._starting = asyncio.Lock()
         self._tokens = itertools.count(1)
-        self._started: dict[int, asyncio.Future[int]] = {}
+        self._ready: asyncio.Future[int] | None = None
+        self._pids: dict[int, int] = {}  # token -> pid, once the helper said it forked
         self._exits: dict[int, asyncio.Future[int]] = {}
 
     async def _connect(self) -> socket.socket:
@@ -490,7 +503,7 @@ class ForkServerExecutor(IsolatingExecutor):
             ours.setblocking(False)
             loop = asyncio.get_running_loop()
             ready: asyncio.Future[int] = loop.create_future()
-            self._started[READY_TOKEN] = ready
+            self._ready = ready
             loop.add_reader(ours.fileno(), self._on_readable, ours)
             self._sock = ours
             try:
@@ -521,13 +534,17 @@ class ForkServerExecutor(IsolatingExecutor):
                 self._lost(sock)
                 return
             kind, token, value = forkserver.decode(data)
-            if kind in ("started", "ready"):
-                _resolve(self._started.pop(token, None), value)
+            if kind == "started":
+                if token in self._exits:
+                    self._pids[token] = value
             elif kind == "exit":
+                self._pids.pop(token, None)
                 _resolve(self._exits.pop(token, None), os.waitstatus_to_exitcode(value))
+            elif kind == "ready":
+                _resolve(self._ready, value)
             else:
-                _fail(self._started.pop(token, None), ExecutorError(str(value)))
-                _fail(self._exits.pop(token, None), ExecutorError(str(value)))
+                error = ExecutorError(str(value))
+                _fail(self._ready if token == READY_TOKEN else self._exits.pop(token, None), error)
 
     def _lost(self, sock: socket.socket) -> None:
         """The helper went away: fail what it was running; the next run restarts it."""
@@ -537,61 +554,51 @@ class ForkServerExecutor(IsolatingExecutor):
             self._sock = None
         if self._exits:
             log.error("fork server exited with %d run(s) in flight", len(self._exits))
-        for futures in (self._started, self._exits):
-            for future in futures.values():
-                _fail(future, ExecutorError("the fork server exited"))
-            futures.clear()
+        _fail(self._ready, ExecutorError("the fork server exited"))
+        for future in self._exits.values():
+            _fail(future, ExecutorError("the fork server exited"))
+        self._exits.clear()
 
     async def _spawn(self, script: str, workdir: str, cgroup: PidsCgroup | None) -> Child:
+        """Ask the helper for a run and return at once: the exit (or the helper's
+        error) arrives on the exit future, the output on the pipes."""
         sock = await self._connect()
-        loop = asyncio.get_running_loop()
         token = next(self._tokens)
-        started: asyncio.Future[int] = loop.create_future()
-        exited: asyncio.Future[int] = loop.create_future()
-        self._started[token], self._exits[token] = started, exited
         uid, gid = self._identity if self._identity is not None else (-1, -1)
         limits = self._limits
         request = forkserver.encode(
             "run", token, workdir, script, clean_environment(workdir), cgroup.procs if cgroup else "", uid, gid,
             [limits.cpu_seconds, limits.memory_bytes, limits.open_files, limits.file_size_bytes, limits.processes, 0],
         )  # fmt: skip
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        transports: list[asyncio.BaseTransport] = []
-        sent = False
+        out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._exits[token] = exited
         try:
-            try:
-                await _send_with_fds(sock, request, [out_w, err_w])
-                sent = True
-            finally:
-                os.close(out_w)
-                os.close(err_w)
-            pid = await started
-            stdout, stderr = await _pipe_reader(out_r, transports), await _pipe_reader(err_r, transports)
+            await _send_with_fds(sock, request, [out_w, err_w])
         except BaseException:
-            self._started.pop(token, None)
             self._exits.pop(token, None)
-            if sent and self._sock is sock:  # cancelled while starting: no unsupervised child
-                with contextlib.suppress(OSError):
-                    sock.send(forkserver.encode("kill", token))
-            for transport in transports:
-                transport.close()
-            for fd in (out_r, err_r)[len(transports) :]:
-                os.close(fd)
+            os.close(out_r)
+            os.close(err_r)
             raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
 
         def kill() -> None:
-            kill_group(pid)  # the group, once the child has made it
-            if self._sock is sock:  # and the child itself, even before setsid
+            pid = self._pids.get(token)
+            if pid is not None:
+                kill_group(pid)
+            if self._sock is sock:  # the helper kills the child even before it made its group
                 with contextlib.suppress(OSError):
                     sock.send(forkserver.encode("kill", token))
 
         def release() -> None:
             self._exits.pop(token, None)
-            for transport in transports:
-                transport.close()
+            self._pids.pop(token, None)
 
-        return Child(pid, stdout, stderr, exited, kill, release)
+        # The helper kills what a run left in its group before it reports the exit.
+        return Child(out_r, err_r, exited, kill, release=release)
 
     async def close(self) -> None:
         if self._sock is not None:
@@ -636,16 +643,6 @@ async def _send_with_fds(sock: socket.socket, data: bytes, fds: list[int]) -> No
                 loop.remove_writer(sock.fileno())
 
 
-async def _pipe_reader(fd: int, transports: list[asyncio.BaseTransport]) -> asyncio.StreamReader:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(loop=loop)
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), os.fdopen(fd, "rb", buffering=0)
-    )
-    transports.append(transport)
-    return reader
-
-
 def _remove_workdir(path: str) -> None:
     try:  # the usual case: only the script is there
         os.unlink(os.path.join(path, "job.py"))
@@ -670,13 +667,44 @@ def _describe_exit(code: int) -> str:
     return f"exit status {code}"
 
 
-async def _pump(stream: asyncio.StreamReader, buffer: TailBuffer, name: str, on_output: OutputCallback | None) -> None:
-    while True:
-        chunk = await stream.read(_READ_CHUNK)
-        if not chunk:
+class _Streams:
+    """Reads a child's stdout and stderr as they become readable, into their tail
+    buffers and ``on_output``: reader callbacks on the loop, no task per stream."""
+
+    def __init__(self, child: Child, out: TailBuffer, err: TailBuffer, on_output: OutputCallback | None) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._open: dict[int, tuple[TailBuffer, str]] = {child.stdout: (out, "stdout"), child.stderr: (err, "stderr")}
+        self._on_output = on_output
+        self._done: asyncio.Future[None] = self._loop.create_future()
+        for fd in self._open:
+            self._loop.add_reader(fd, self._read, fd)
+
+    def _read(self, fd: int) -> None:
+        try:
+            chunk = os.read(fd, _READ_CHUNK)
+        except BlockingIOError:
             return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self._close(fd)
+            return
+        buffer, name = self._open[fd]
         buffer.write(chunk)
-        if on_output is not None:
-            result = on_output(name, chunk)
-            if result is not None:
-                await result
+        if self._on_output is not None:
+            self._on_output(name, chunk)
+
+    def _close(self, fd: int) -> None:
+        self._loop.remove_reader(fd)
+        os.close(fd)
+        del self._open[fd]
+        if not self._open and not self._done.done():
+            self._done.set_result(None)
+
+    async def drained(self, timeout: float) -> None:
+        """Until both streams reached EOF, at most ``timeout``; then stop reading."""
+        if self._open:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._done), timeout)
+        for fd in list(self._open):
+            self._close(fd)

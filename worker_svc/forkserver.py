@@ -10,7 +10,7 @@ as SCM_RIGHTS:
     worker → helper  ("run", token, workdir, script, env, cgroup_procs, uid, gid, limits) + [out_fd, err_fd]
                      ("kill", token)
     helper → worker  ("ready", 0, pid) once, then per run
-                     ("started", token, pid) | ("exit", token, wait_status) | ("error", token, message)
+                     ("started", token, pid) then ("exit", token, wait_status), or ("error", token, message)
 
 The child applies the isolation of a fresh-interpreter run — new session and
 process group, stdin from /dev/null, stdout/stderr on the pipes, every other
@@ -21,8 +21,9 @@ uncaught exception, atexit handlers, non-daemon threads joined, files flushed).
 
 The helper is single-threaded, so forking is safe. Children are reaped in the main
 loop (SIGCHLD only wakes it through the wakeup fd), so no message is ever written
-from a signal handler. On EOF from the worker (the worker exited or was killed)
-the helper kills every running child's group and exits.
+from a signal handler; what a run left in its process group is killed before its
+exit is reported. On EOF from the worker (the worker exited or was killed) the
+helper kills every running child's group and exits.
 """
 
 from __future__ import annotations
@@ -286,11 +287,19 @@ class Server:
         collect them: their leftovers are still to be removed)."""
         while self.running:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                # Peek first: while the exited child is a zombie its pid, and so its
+                # process group id, cannot be reused; kill what the run left in its
+                # group, then collect it.
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                if info is None:
+                    return
+                try:
+                    os.killpg(info.si_pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+                pid, status = os.waitpid(info.si_pid, 0)
             except ChildProcessError:
                 self.running.clear()
-                return
-            if pid == 0:
                 return
             token = self.running.pop(pid, None)
             if token is not None and tell:

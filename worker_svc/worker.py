@@ -251,10 +251,10 @@ class Worker:
         # Incremental decoders: a character split across two reads stays whole.
         decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
 
-        async def on_output(stream: str, chunk: bytes) -> None:
+        def on_output(stream: str, chunk: bytes) -> None:
             text = decoders[stream].decode(chunk)
             if text:
-                await self._live.submit((run.id, runlog.OUT if stream == "stdout" else runlog.ERR, text))
+                self._live.put((run.id, runlog.OUT if stream == "stdout" else runlog.ERR, text))
 
         began = utcnow()
         give_back = False

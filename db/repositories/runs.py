@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, insert, literal, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, case, insert, literal, select, update
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -54,6 +54,38 @@ def by_keys(keys: Sequence[tuple[str, datetime]]) -> ColumnElement[bool]:
     ids through their index, and the scheduled_at range for partition pruning."""
     times = [t for _, t in keys]
     return and_(RunRow.id.in_([i for i, _ in keys]), RunRow.scheduled_at.between(min(times), max(times)))
+
+
+# The worker's hot statements, built once (construction and cache keys are most of
+# their cost) with expanding parameters: key_params() fills them.
+_BY_KEY_PARAMS = and_(
+    RunRow.id.in_(bindparam("ids", expanding=True)),
+    RunRow.scheduled_at.between(
+        bindparam("first", type_=RunRow.scheduled_at.type), bindparam("last", type_=RunRow.scheduled_at.type)
+    ),
+)
+_TAKE = (
+    update(RunRow)
+    .where(_BY_KEY_PARAMS, RunRow.status == RunStatus.QUEUED.value)
+    .values(
+        status=RunStatus.RUNNING.value,
+        worker_id=bindparam("take_worker"),
+        fencing_token=bindparam("take_token"),
+        started_at=bindparam("take_now", type_=RunRow.started_at.type),
+    )
+)
+_TAKEN = select(RunRow).where(
+    _BY_KEY_PARAMS, RunRow.fencing_token == bindparam("take_token"), RunRow.status == RunStatus.RUNNING.value
+)
+_LOCK_RUNNING = select(RunRow).where(_BY_KEY_PARAMS, RunRow.status == RunStatus.RUNNING.value).with_for_update()
+_JOBS = select(JobRow).where(JobRow.id.in_(bindparam("job_ids", expanding=True)))
+_JOBS_WITHOUT_SCRIPT = select(*JOB_WITHOUT_SCRIPT).where(JobRow.id.in_(bindparam("job_ids", expanding=True)))
+
+
+def key_params(keys: Sequence[tuple[str, datetime]]) -> dict[str, Any]:
+    """The parameters of _BY_KEY_PARAMS (see by_keys)."""
+    times = [t for _, t in keys]
+    return {"ids": [i for i, _ in keys], "first": min(times), "last": max(times)}
 
 
 async def insert_runs(conn: AsyncConnection, runs: Sequence[Run], now: datetime) -> None:
@@ -267,23 +299,13 @@ class RunRepository:
         each with its job and whether a cancel was already requested."""
         if not keys:
             return []
+        params = key_params(keys) | {"take_worker": worker_id, "take_token": token, "take_now": now}
         async with self._db.transaction() as conn:
-            where_keys = by_keys(keys)
-            await conn.execute(
-                update(RunRow)
-                .where(where_keys, RunRow.status == RunStatus.QUEUED.value)
-                .values(status=RunStatus.RUNNING.value, worker_id=worker_id, fencing_token=token, started_at=now)
-            )
-            rows = (
-                await conn.execute(
-                    select(RunRow).where(
-                        where_keys, RunRow.fencing_token == token, RunRow.status == RunStatus.RUNNING.value
-                    )
-                )
-            ).all()
+            await conn.execute(_TAKE, params)
+            rows = (await conn.execute(_TAKEN, params)).all()
             if not rows:
                 return []
-            job_rows = (await conn.execute(select(JobRow).where(JobRow.id.in_({r.job_id for r in rows})))).all()
+            job_rows = (await conn.execute(_JOBS, {"job_ids": list({r.job_id for r in rows})})).all()
         jobs = {r.id: job_from_row(r) for r in job_rows}
         return [(run_from_row(r), jobs[r.job_id], bool(r.cancel_requested)) for r in rows if r.job_id in jobs]
 
@@ -298,14 +320,7 @@ class RunRepository:
             # Lock the rows and read their current tokens: the fencing check and the
             # writes happen under the same locks, in one transaction per batch.
             keys = [(r.run_id, r.scheduled_at) for r in results]
-            locked = {
-                row.id: row
-                for row in (
-                    await conn.execute(
-                        select(RunRow).where(by_keys(keys), RunRow.status == RunStatus.RUNNING.value).with_for_update()
-                    )
-                ).all()
-            }
+            locked = {row.id: row for row in (await conn.execute(_LOCK_RUNNING, key_params(keys))).all()}
             groups: dict[tuple[str, int, str], list[RunResult]] = {}
             ended: list[tuple[Any, RunResult]] = []
             for res in results:
@@ -351,9 +366,7 @@ class RunRepository:
         ]
         rows = [row for row, _ in ended]
         outcome.finished.extend(runs)
-        job_rows = (
-            await conn.execute(select(*JOB_WITHOUT_SCRIPT).where(JobRow.id.in_({r.job_id for r in runs})))
-        ).all()
+        job_rows = (await conn.execute(_JOBS_WITHOUT_SCRIPT, {"job_ids": list({r.job_id for r in runs})})).all()
         jobs = {r.id: job_from_row(r) for r in job_rows}
         retries: list[Run] = []
         completed: list[str] = []

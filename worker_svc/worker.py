@@ -44,6 +44,32 @@ for i = 1, tonumber(ARGV[1]) do
 end
 return out
 """
+# The live-log side of a batch of starts, one round trip. KEYS: each run's cancel
+# flag, then each run's live log; ARGV: ttl, max entries, the status entry's kind and
+# text. Appends the RUNNING entry to each log; returns each run's cancel flag.
+STARTED_LOGS = """
+local n = #KEYS / 2
+local flags = {}
+for i = 1, n do
+  flags[i] = redis.call('EXISTS', KEYS[i])
+  redis.call('XADD', KEYS[n + i], 'MAXLEN', '~', ARGV[2], '*', 'k', ARGV[3], 'd', ARGV[4])
+  redis.call('EXPIRE', KEYS[n + i], ARGV[1])
+end
+return flags
+"""
+# The Redis side of a batch of results, one round trip. KEYS: this worker's
+# processing list, the in-flight set, then each run's live log; ARGV: ttl, max
+# entries, the end entry's kind, then per run: its final status, its queue message,
+# its id. Ends each live log and forgets the messages.
+FINISHED = """
+for i = 3, #KEYS do
+  local at = 4 + (i - 3) * 3
+  redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2], '*', 'k', ARGV[3], 'd', ARGV[at])
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+  redis.call('LREM', KEYS[1], 1, ARGV[at + 1])
+  redis.call('ZREM', KEYS[2], ARGV[at + 2])
+end
+"""
 RESULT_RETRY_SECONDS = 1.0
 # A run taken ahead (prefetched) that finds no free slot this long after its due
 # time goes back to the queue for another worker.
@@ -99,6 +125,8 @@ class Worker:
         self._prefetch_paused = False
         self._handlers: set[asyncio.Task[None]] = set()
         self._pop_many = redis.register_script(POP_MANY)
+        self._started_logs = redis.register_script(STARTED_LOGS)
+        self._finished = redis.register_script(FINISHED)
         self._starter: Batcher[tuple[str, datetime], Started | None] = Batcher(self._start_batch)
         self._finisher: Batcher[tuple[RunResult, bytes], bool] = Batcher(self._finish_batch, linger=0.01)
         self._live: Batcher[tuple[str, str, str], None] = Batcher(self._publish_batch)
@@ -334,12 +362,11 @@ class Worker:
         flags: list[Any] = []
         if won:
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for run, _, _ in won:
-                        pipe.exists(keys.cancel_flag(run.id))
-                    for run, _, _ in won:
-                        runlog.queue_append(pipe, run.id, [(runlog.STATUS, RunStatus.RUNNING.value)])
-                    flags = (await pipe.execute())[: len(won)]
+                flags = await self._started_logs(
+                    keys=[keys.cancel_flag(run.id) for run, _, _ in won]
+                    + [keys.run_log_channel(run.id) for run, _, _ in won],
+                    args=[runlog.TTL_SECONDS, runlog.MAX_ENTRIES, runlog.STATUS, RunStatus.RUNNING.value],
+                )
             except (RedisError, OSError) as exc:
                 log.warning("cancel flags unreadable: %s", exc)
         flagged = {run.id for (run, _, _), flag in zip(won, flags, strict=False) if flag}
@@ -399,13 +426,13 @@ class Worker:
         if outcome.rejected:
             log.warning("results rejected (attempts superseded): %s", ", ".join(outcome.rejected))
         accepted = set(outcome.accepted)
+        args: list[Any] = [runlog.TTL_SECONDS, runlog.MAX_ENTRIES, runlog.END]
+        for report, raw in items:
+            args += [report.status.value, raw, report.run_id]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for report, raw in items:
-                    runlog.queue_append(pipe, report.run_id, [(runlog.END, report.status.value)])
-                    pipe.lrem(self._processing, 1, raw)  # type: ignore[arg-type]
-                pipe.zrem(keys.INFLIGHT, *[report.run_id for report, _ in items])
-                await pipe.execute()
+            await self._finished(
+                keys=[self._processing, keys.INFLIGHT, *(keys.run_log_channel(r.run_id) for r, _ in items)], args=args
+            )
         except (RedisError, OSError) as exc:
             # The results are written; stale processing entries are dropped by the CAS later.
             log.warning("post-result cleanup failed: %s", exc)

@@ -334,22 +334,25 @@ class IsolatingExecutor:
         on_output: OutputCallback | None = None,
     ) -> ExecResult:
         workdir, script, cgroup = self._prepare(source)
+        emptied = False
         try:
             try:
                 child = await self._spawn(script, workdir, cgroup)
                 try:
-                    return await self._supervise(child, timeout, cancel, on_output, cgroup)
+                    result, emptied = await self._supervise(child, timeout, cancel, on_output, cgroup)
+                    return result
                 finally:
                     child.release()
             finally:
                 if cgroup is not None:
-                    await self._recycle(cgroup)
+                    await self._recycle(cgroup, emptied)
         finally:
             _remove_workdir(workdir)
 
-    async def _recycle(self, cgroup: PidsCgroup) -> None:
-        """Keep a run's cgroup for the next run once nothing of this run is left in it."""
-        if await cgroup.kill_all() and len(self._spare_cgroups) < MAX_SPARE_CGROUPS:
+    async def _recycle(self, cgroup: PidsCgroup, emptied: bool) -> None:
+        """Keep a run's cgroup for the next run once nothing of this run is left in it
+        (``emptied``: the supervisor already saw it empty)."""
+        if (emptied or await cgroup.kill_all()) and len(self._spare_cgroups) < MAX_SPARE_CGROUPS:
             self._spare_cgroups.append(cgroup)
         else:
             await cgroup.remove()
@@ -381,13 +384,15 @@ class IsolatingExecutor:
         cancel: asyncio.Event,
         on_output: OutputCallback | None,
         cgroup: PidsCgroup | None,
-    ) -> ExecResult:
+    ) -> tuple[ExecResult, bool]:
+        """The run's result, and whether its cgroup (if any) was left empty."""
         out = TailBuffer(self._limits.output_cap_bytes)
         err = TailBuffer(self._limits.output_cap_bytes)
         streams = _Streams(child, out, err, on_output)
         waiter = asyncio.ensure_future(child.exited)
         cancelled = asyncio.ensure_future(cancel.wait())
         outcome: Outcome | None = None
+        emptied = cgroup is None
         try:
             done, _ = await asyncio.wait({waiter, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if waiter not in done:
@@ -401,7 +406,7 @@ class IsolatingExecutor:
             # Whatever the script left behind in its group (or cgroup) goes too.
             child.ended()
             if cgroup is not None:
-                await cgroup.kill_all()
+                emptied = await cgroup.kill_all()
             if not waiter.done():
                 waiter.cancel()
             # A grandchild outside the group could hold the pipes open: don't wait forever.
@@ -416,7 +421,7 @@ class IsolatingExecutor:
             error = "cancelled"
         elif outcome is Outcome.FAILED:
             error = _last_line(err.text()) or _describe_exit(code)
-        return ExecResult(outcome, code, error, out.text(), err.text(), out.truncated, err.truncated)
+        return ExecResult(outcome, code, error, out.text(), err.text(), out.truncated, err.truncated), emptied
 
 
 class SubprocessExecutor(IsolatingExecutor):

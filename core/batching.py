@@ -3,10 +3,11 @@
 Many coroutines each ``await batcher.submit(item)``; the batcher hands up to
 ``max_items`` of them to ``flush`` at once and gives each caller its own result (or
 the batch's error). Flushes run one after another and a flush starts as soon as
-the previous one ended (after an optional ``linger``), so an idle batcher adds no
-delay and a busy one grows its batches by itself: everything that arrived during
-one flush goes into the next. This keeps one database transaction per batch
-instead of one per run.
+the previous one ended, so an idle batcher adds no delay and a busy one grows its
+batches by itself: everything that arrived during one flush goes into the next.
+While busy (the last batch held more than one item), a flush first waits up to
+``linger`` for a full batch: fewer, larger batches cost less per item. This keeps
+one database transaction per batch instead of one per run.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Batcher(Generic[T, R]):
         self._wakeup = asyncio.Event()
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._busy = False
 
     async def submit(self, item: T) -> R:
         return await self.put(item)
@@ -52,7 +54,7 @@ class Batcher(Generic[T, R]):
     async def _run(self) -> None:
         while True:
             await self._wakeup.wait()
-            if self._linger > 0 and not self._full.is_set():
+            if self._busy and self._linger > 0 and not self._full.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._full.wait(), timeout=self._linger)
             batch, self._pending = self._pending[: self._max_items], self._pending[self._max_items :]
@@ -62,6 +64,7 @@ class Batcher(Generic[T, R]):
                 self._full.clear()
             if not batch:
                 continue
+            self._busy = len(batch) > 1
             try:
                 results = await self._flush([item for item, _ in batch])
             except Exception as exc:  # each caller decides how to retry

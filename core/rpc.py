@@ -99,6 +99,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, authenticate: Authenticate | None = None, public: Sequence[str] = ()) -> None:
         self._authenticate = authenticate
         self._public = frozenset(public)
+        # method -> (the registered handler, its wrapper): wrapped once, not per call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -107,8 +109,16 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(details)
         method: str = details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         if handler is None or method.startswith(_ALWAYS_PUBLIC_PREFIXES):
             return handler
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         needs_auth = self._authenticate is not None and method not in self._public
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(

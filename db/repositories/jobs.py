@@ -79,7 +79,7 @@ class JobRepository:
         self._db = db
         # Concurrent creates share one transaction (one commit): the database's
         # commit rate, not its row rate, is what bounds single-row writes.
-        self._creates: Batcher[NewJob, Job] = Batcher(self._create_batch, max_items=200, linger=0.002)
+        self._creates: Batcher[NewJob, Job] = Batcher(self._create_batch, max_items=200, linger=0.01)
 
     async def close(self) -> None:
         await self._creates.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -60,3 +61,23 @@ async def test_an_idle_batcher_flushes_at_once_and_a_busy_one_batches() -> None:
     assert await first == 0 and await asyncio.gather(*rest) == list(range(1, 31))
     await batcher.close()
     assert sizes == [1, 30]
+
+
+async def test_linger_applies_only_while_busy() -> None:
+    sizes: list[int] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        return items
+
+    batcher: Batcher[int, int] = Batcher(flush, max_items=10, linger=0.2)
+    started = time.perf_counter()
+    assert await batcher.submit(1) == 1
+    assert time.perf_counter() - started < 0.1, "a lone item waited for the linger"
+    assert await asyncio.gather(batcher.submit(2), batcher.submit(3)) == [2, 3]  # two at once: busy
+    first = asyncio.create_task(batcher.submit(4))
+    await asyncio.sleep(0.05)
+    rest = [asyncio.create_task(batcher.submit(i)) for i in range(5, 8)]
+    assert await asyncio.gather(first, *rest) == [4, 5, 6, 7]
+    await batcher.close()
+    assert sizes == [1, 2, 4], "while busy, the flush did not wait for company"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, exc
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -46,6 +47,32 @@ def create_engine(url: str, pool_size: int = 10) -> AsyncEngine:
         # READ COMMITTED keeps SKIP LOCKED claims from taking gap locks.
         isolation_level="READ COMMITTED",
     )
+
+
+async def upsert(
+    conn: AsyncConnection,
+    table: Any,  # a mapped class or its Table
+    rows: Sequence[dict[str, Any]],
+    key: Sequence[str],
+    replace: Sequence[str],
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Insert ``rows`` in one multi-row statement; a row whose ``key`` exists instead
+    gets the new values of its ``replace`` columns, and ``extra``'s expressions.
+    One round trip for a whole batch, where an executemany UPDATE costs one per row.
+    ``extra`` must hold no bound parameters: the driver repeats the statement's
+    VALUES clause per row, not its suffix."""
+    if not rows:
+        return
+    if conn.dialect.name == "mysql":
+        on_mysql = mysql.insert(table)
+        stmt: Any = on_mysql.on_duplicate_key_update({**{c: on_mysql.inserted[c] for c in replace}, **(extra or {})})
+    else:
+        on_sqlite = sqlite.insert(table)
+        stmt = on_sqlite.on_conflict_do_update(
+            index_elements=list(key), set_={**{c: on_sqlite.excluded[c] for c in replace}, **(extra or {})}
+        )
+    await conn.execute(stmt, list(rows))
 
 
 class Database:

@@ -13,12 +13,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, case, insert, literal, select, update
-from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.domain import Job, JobState, JobType, Run, RunOutput, RunStatus, RunTrigger
 from core.ids import new_id
-from db.engine import Database
+from db.engine import Database, upsert
 from db.models import JobRow, RunOutputRow, RunRow
 from db.repositories.rows import job_from_row, run_from_row
 
@@ -443,9 +442,8 @@ class RunRepository:
 
 
 async def _upsert_outputs(conn: AsyncConnection, outputs: Sequence[RunOutput], sched: dict[str, datetime]) -> None:
-    if not outputs:
-        return
-    values = [
+    cols = ("stdout", "stderr", "stdout_truncated", "stderr_truncated")
+    rows = [
         {
             "run_id": o.run_id,
             "scheduled_at": sched[o.run_id],
@@ -456,12 +454,4 @@ async def _upsert_outputs(conn: AsyncConnection, outputs: Sequence[RunOutput], s
         }
         for o in outputs
     ]
-    cols = ("stdout", "stderr", "stdout_truncated", "stderr_truncated")
-    if conn.dialect.name == "mysql":
-        stmt = mysql.insert(RunOutputRow)
-        await conn.execute(stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in cols}), values)
-    else:
-        lite = sqlite.insert(RunOutputRow).values(values)
-        await conn.execute(
-            lite.on_conflict_do_update(index_elements=["run_id"], set_={c: lite.excluded[c] for c in cols})
-        )
+    await upsert(conn, RunOutputRow, rows, ["run_id"], cols)

@@ -7,11 +7,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import delete, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.domain import Job, Run
-from db.engine import Database
+from db.engine import Database, upsert
 from db.models import JobRow, ScheduleStateRow
 from db.repositories.rows import job_from_row
 from db.repositories.runs import insert_runs
@@ -39,17 +39,16 @@ class ScheduleBatch:
     ) -> None:
         """Insert the runs (duplicates ignored) and move each cursor, in the claim's transaction."""
         await insert_runs(self._conn, runs, now)
-        if cursors:
-            await self._conn.execute(
-                update(ScheduleStateRow)
-                .where(ScheduleStateRow.job_id == bindparam("b_job_id"))
-                .values(
-                    next_fire_at=bindparam("b_next"),
-                    last_fire_at=bindparam("b_last"),
-                    version=ScheduleStateRow.version + 1,
-                ),
-                [{"b_job_id": j, "b_next": n, "b_last": fired.get(j)} for j, n in cursors.items()],
-            )
+        # The cursors are locked by the claim, so each row exists: the upsert moves
+        # them all in one statement.
+        await upsert(
+            self._conn,
+            ScheduleStateRow,
+            [{"job_id": j, "next_fire_at": n, "last_fire_at": fired.get(j), "version": 1} for j, n in cursors.items()],
+            ["job_id"],
+            ["next_fire_at", "last_fire_at"],
+            {"version": ScheduleStateRow.version + literal_column("1")},  # no bound parameter in the suffix
+        )
         if drop:
             await self._conn.execute(delete(ScheduleStateRow).where(ScheduleStateRow.job_id.in_(list(drop))))
 

@@ -14,7 +14,7 @@ from core.domain import Job, Run
 from db.engine import Database, upsert
 from db.models import JobRow, ScheduleStateRow
 from db.repositories.rows import job_from_row
-from db.repositories.runs import insert_runs
+from db.repositories.runs import JOB_WITHOUT_SCRIPT, insert_runs
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,9 @@ class ScheduleRepository:
             ).all()
             jobs: dict[str, Job] = {}
             if rows:
-                for row in (await conn.execute(select(JobRow).where(JobRow.id.in_([r.job_id for r in rows])))).all():
+                # Only what the schedule needs (the script can be 256 KiB).
+                ids = [r.job_id for r in rows]
+                for row in (await conn.execute(select(*JOB_WITHOUT_SCRIPT).where(JobRow.id.in_(ids)))).all():
                     jobs[row.id] = job_from_row(row)
             items = [DueSchedule(jobs.get(r.job_id), r.job_id, r.next_fire_at) for r in rows]
             yield ScheduleBatch(conn, items)

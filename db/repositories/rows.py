@@ -19,32 +19,35 @@ from core.domain import (
 
 
 def job_from_row(row: Any) -> Job:
+    # One dict, not an attribute lookup per column: a row without a column (the
+    # script, the cursor) would raise and catch an AttributeError for each.
+    r = row._asdict()
     return Job(
-        id=row.id,
-        owner_id=row.owner_id,
-        name=row.name,
-        job_type=JobType(row.job_type),
-        cron_expr=row.cron_expr,
-        timezone=row.timezone,
-        scheduled_at=row.scheduled_at,
-        script_content=getattr(row, "script_content", ""),
-        timeout_seconds=row.timeout_seconds,
+        id=r["id"],
+        owner_id=r["owner_id"],
+        name=r["name"],
+        job_type=JobType(r["job_type"]),
+        cron_expr=r["cron_expr"],
+        timezone=r["timezone"],
+        scheduled_at=r["scheduled_at"],
+        script_content=r.get("script_content", ""),
+        timeout_seconds=r["timeout_seconds"],
         retry_policy=RetryPolicy(
-            max_attempts=row.retry_max_attempts,
-            strategy=RetryStrategy(row.retry_strategy),
-            initial_delay_seconds=row.retry_initial_delay_seconds,
-            max_delay_seconds=row.retry_max_delay_seconds,
-            multiplier=row.retry_multiplier,
+            max_attempts=r["retry_max_attempts"],
+            strategy=RetryStrategy(r["retry_strategy"]),
+            initial_delay_seconds=r["retry_initial_delay_seconds"],
+            max_delay_seconds=r["retry_max_delay_seconds"],
+            multiplier=r["retry_multiplier"],
         ),
-        misfire_policy=MisfirePolicy(row.misfire_policy),
-        overlap_policy=OverlapPolicy(row.overlap_policy),
-        queue=row.queue,
-        state=JobState(row.state),
-        version=row.version,
-        create_time=row.created_at,
-        update_time=row.updated_at,
-        max_lateness_seconds=row.max_lateness_seconds,
-        next_fire_time=getattr(row, "next_fire_at", None),
+        misfire_policy=MisfirePolicy(r["misfire_policy"]),
+        overlap_policy=OverlapPolicy(r["overlap_policy"]),
+        queue=r["queue"],
+        state=JobState(r["state"]),
+        version=r["version"],
+        create_time=r["created_at"],
+        update_time=r["updated_at"],
+        max_lateness_seconds=r["max_lateness_seconds"],
+        next_fire_time=r.get("next_fire_at"),
     )
 
 

@@ -233,12 +233,21 @@ class RunRepository:
     @asynccontextmanager
     async def claim_due(self, until: datetime, limit: int) -> AsyncIterator[DispatchBatch]:
         """Lock up to ``limit`` PENDING runs due by ``until`` (SKIP LOCKED: other
-        dispatchers take other rows); the caller marks them before the block exits."""
+        dispatchers take other rows); the caller marks them before the block exits.
+
+        A run is never due before its slot, so ``scheduled_at <= until`` holds for
+        every due run: saying so prunes the later partitions, whose PENDING runs
+        (one-time jobs set for next week) the scan would otherwise walk on every
+        tick whenever the optimizer reads the status index by ref, not by range."""
         async with self._db.transaction() as conn:
             rows = (
                 await conn.execute(
                     select(RunRow)
-                    .where(RunRow.status == RunStatus.PENDING.value, RunRow.due_at <= until)
+                    .where(
+                        RunRow.status == RunStatus.PENDING.value,
+                        RunRow.due_at <= until,
+                        RunRow.scheduled_at <= until,
+                    )
                     .order_by(RunRow.due_at)
                     .limit(limit)
                     .with_for_update(skip_locked=True)

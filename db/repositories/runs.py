@@ -81,6 +81,9 @@ _JOBS = select(JobRow).where(JobRow.id.in_(bindparam("job_ids", expanding=True))
 _JOBS_WITHOUT_SCRIPT = select(*JOB_WITHOUT_SCRIPT).where(JobRow.id.in_(bindparam("job_ids", expanding=True)))
 
 
+_INSERT_RUNS = insert(RunRow).prefix_with("IGNORE", dialect="mysql").prefix_with("OR IGNORE", dialect="sqlite")
+
+
 def key_params(keys: Sequence[tuple[str, datetime]]) -> dict[str, Any]:
     """The parameters of _BY_KEY_PARAMS (see by_keys)."""
     times = [t for _, t in keys]
@@ -91,10 +94,9 @@ async def insert_runs(conn: AsyncConnection, runs: Sequence[Run], now: datetime)
     """One multi-row insert; a run whose (job_id, scheduled_at, attempt) exists is ignored."""
     if not runs:
         return
-    stmt = insert(RunRow).prefix_with("IGNORE", dialect="mysql").prefix_with("OR IGNORE", dialect="sqlite")
     # executemany form: one cached statement, sent as multi-row VALUES pages
     # ("insertmanyvalues"), instead of compiling a new giant statement per batch.
-    await conn.execute(stmt, [_row_values(r, now) for r in runs])
+    await conn.execute(_INSERT_RUNS, [_row_values(r, now) for r in runs])
 
 
 def new_run(

@@ -74,7 +74,7 @@ async def test_linger_applies_only_while_busy() -> None:
     started = time.perf_counter()
     assert await batcher.submit(1) == 1
     assert time.perf_counter() - started < 0.1, "a lone item waited for the linger"
-    assert await asyncio.gather(batcher.submit(2), batcher.submit(3)) == [2, 3]  # two at once: busy
+    assert list(await asyncio.gather(batcher.submit(2), batcher.submit(3))) == [2, 3]  # two at once: busy
     first = asyncio.create_task(batcher.submit(4))
     await asyncio.sleep(0.05)
     rest = [asyncio.create_task(batcher.submit(i)) for i in range(5, 8)]

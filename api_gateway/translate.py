@@ -8,6 +8,7 @@ timestamps without a zone (read as UTC).
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -49,6 +50,7 @@ def enum_prefix(enum: Any) -> str:
     return str(enum.values[0].name).removesuffix("UNSPECIFIED")
 
 
+@functools.cache  # descriptors live as long as the process; callers only read
 def enum_aliases(enum: Any) -> dict[str, str]:
     """Every accepted spelling → the proto value name."""
     prefix = enum_prefix(enum)
@@ -64,10 +66,16 @@ def enum_aliases(enum: Any) -> dict[str, str]:
     return out
 
 
+@functools.cache
+def _fields_by_name(descriptor: Any) -> dict[str, Any]:
+    """A message's fields by their JSON and their proto names."""
+    return {f.json_name: f for f in descriptor.fields} | {f.name: f for f in descriptor.fields}
+
+
 def _normalize(data: Any, descriptor: Any, path: str) -> Any:
     if not isinstance(data, dict):
         return data
-    fields = {f.json_name: f for f in descriptor.fields} | {f.name: f for f in descriptor.fields}
+    fields = _fields_by_name(descriptor)
     out: dict[str, Any] = {}
     for key, value in data.items():
         field = fields.get(key)

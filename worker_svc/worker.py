@@ -262,6 +262,14 @@ class Worker:
             log.error("dropping malformed queue message %r", raw[:200])
             await self._redis.lrem(self._processing, 1, raw)  # type: ignore[arg-type]
             return
+        if self._stopping.is_set():
+            # Popped while the worker stops (a BLMOVE can return a message handed back
+            # a moment ago): it goes back untaken, for another worker.
+            try:
+                await self._requeue(raw, msg.queue)
+            except (RedisError, OSError) as exc:  # the reaper hands it back once we are gone
+                log.warning("could not give back run %s: %s", msg.run_id, exc)
+            return
         started = await self._start(msg)
         if started is None:
             await self._redis.lrem(self._processing, 1, raw)  # type: ignore[arg-type]
@@ -447,13 +455,17 @@ class Worker:
         for event in list(self._cancel_events.values()):
             event.set()
 
+    async def _requeue(self, raw: bytes, queue: str) -> None:
+        """The message from our processing list back onto its queue's consuming end."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lrem(self._processing, 1, raw)  # type: ignore[arg-type]
+            pipe.rpush(keys.queue(queue), raw)  # next to be taken
+            await pipe.execute()
+
     async def _hand_back(self, run: Run, token: str, raw: bytes, queue: str) -> None:
         try:
             if await self._runs.hand_back(run, token, utcnow()):
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.lrem(self._processing, 1, raw)  # type: ignore[arg-type]
-                    pipe.rpush(keys.queue(queue), raw)  # the consuming end: next to be taken
-                    await pipe.execute()
+                await self._requeue(raw, queue)
                 log.info("handed back run %s", run.id)
         except (JobmeshError, RedisError, OSError) as exc:
             # The reaper will find it: our heartbeat stops when we exit.

@@ -6,7 +6,7 @@ one transaction per batch.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -79,6 +79,12 @@ _TAKEN = select(RunRow).where(
 _LOCK_RUNNING = select(RunRow).where(_BY_KEY_PARAMS, RunRow.status == RunStatus.RUNNING.value).with_for_update()
 _JOBS = select(JobRow).where(JobRow.id.in_(bindparam("job_ids", expanding=True)))
 _JOBS_WITHOUT_SCRIPT = select(*JOB_WITHOUT_SCRIPT).where(JobRow.id.in_(bindparam("job_ids", expanding=True)))
+
+
+async def jobs_by_id(conn: AsyncConnection, ids: Iterable[str], *, script: bool = False) -> dict[str, Job]:
+    """The jobs with these ids; without their scripts (up to 256 KiB each) unless asked."""
+    rows = (await conn.execute(_JOBS if script else _JOBS_WITHOUT_SCRIPT, {"job_ids": list(set(ids))})).all()
+    return {r.id: job_from_row(r) for r in rows}
 
 
 _INSERT_RUNS = insert(RunRow).prefix_with("IGNORE", dialect="mysql").prefix_with("OR IGNORE", dialect="sqlite")
@@ -260,9 +266,7 @@ class RunRepository:
             active: dict[str, list[Run]] = {}
             if runs:
                 job_ids = sorted({r.job_id for r in runs})
-                # Only what the dispatch rules read (the script can be 256 KiB).
-                for job_row in (await conn.execute(select(*JOB_WITHOUT_SCRIPT).where(JobRow.id.in_(job_ids)))).all():
-                    jobs[job_row.id] = job_from_row(job_row)
+                jobs = await jobs_by_id(conn, job_ids)
                 guarded = [j for j in job_ids if j in jobs and jobs[j].overlap_policy.value != "ALLOW"]
                 if guarded:
                     for row in (
@@ -315,8 +319,7 @@ class RunRepository:
             rows = (await conn.execute(_TAKEN, params)).all()
             if not rows:
                 return []
-            job_rows = (await conn.execute(_JOBS, {"job_ids": list({r.job_id for r in rows})})).all()
-        jobs = {r.id: job_from_row(r) for r in job_rows}
+            jobs = await jobs_by_id(conn, (r.job_id for r in rows), script=True)
         return [(run_from_row(r), jobs[r.job_id], bool(r.cancel_requested)) for r in rows if r.job_id in jobs]
 
     async def finish(self, results: Sequence[RunResult], now: datetime, rng: Any = None) -> FinishOutcome:
@@ -376,8 +379,7 @@ class RunRepository:
         ]
         rows = [row for row, _ in ended]
         outcome.finished.extend(runs)
-        job_rows = (await conn.execute(_JOBS_WITHOUT_SCRIPT, {"job_ids": list({r.job_id for r in runs})})).all()
-        jobs = {r.id: job_from_row(r) for r in job_rows}
+        jobs = await jobs_by_id(conn, (r.job_id for r in runs))
         retries: list[Run] = []
         completed: list[str] = []
         cancelled = {r.id for r in rows if r.cancel_requested}

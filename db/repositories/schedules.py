@@ -12,9 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.domain import Job, Run
 from db.engine import Database, upsert
-from db.models import JobRow, ScheduleStateRow
-from db.repositories.rows import job_from_row
-from db.repositories.runs import JOB_WITHOUT_SCRIPT, insert_runs
+from db.models import ScheduleStateRow
+from db.repositories.runs import insert_runs, jobs_by_id
 
 
 @dataclass(frozen=True)
@@ -72,11 +71,6 @@ class ScheduleRepository:
                     .with_for_update(skip_locked=True)
                 )
             ).all()
-            jobs: dict[str, Job] = {}
-            if rows:
-                # Only what the schedule needs (the script can be 256 KiB).
-                ids = [r.job_id for r in rows]
-                for row in (await conn.execute(select(*JOB_WITHOUT_SCRIPT).where(JobRow.id.in_(ids)))).all():
-                    jobs[row.id] = job_from_row(row)
+            jobs = await jobs_by_id(conn, (r.job_id for r in rows)) if rows else {}
             items = [DueSchedule(jobs.get(r.job_id), r.job_id, r.next_fire_at) for r in rows]
             yield ScheduleBatch(conn, items)

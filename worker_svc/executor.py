@@ -1,8 +1,8 @@
 """Isolated script execution in a child process.
 
 Each run gets: a new session and process group, a clean environment (no
-JOBMESH_* or other service secrets), a private temporary working directory removed
-afterwards, resource limits, a wall-clock timeout that kills the whole group, and
+JOBMESH_* or other service secrets), a private temporary working directory emptied
+afterwards (see ``Workdirs``), resource limits, a wall-clock timeout that kills the whole group, and
 stdout/stderr captured with a per-stream cap (tail kept).
 
 The process limit: RLIMIT_NPROC does not bind root, so where the worker may manage
@@ -17,14 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import itertools
 import logging
 import os
 import pwd
+import re
 import secrets
 import shutil
 import signal
 import socket
+import stat
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -112,7 +115,8 @@ def clean_environment(workdir: str) -> dict[str, str]:
 
 
 PIDS_HIERARCHIES = ("/sys/fs/cgroup/pids", "/sys/fs/cgroup")
-MAX_SPARE_CGROUPS = 64
+# Emptied run cgroups and run directories kept for the next runs (of each).
+MAX_SPARES = 64
 
 
 def _pid_alive(pid: int) -> bool:
@@ -161,6 +165,93 @@ def _pids_root() -> str | None:
                 continue
             return root
     return None
+
+
+_STALE_WORKDIRS = re.compile(r"jobmesh-(\d+)-\w{8}")
+
+
+class Workdirs:
+    """The runs' private working directories, all inside one directory of this
+    executor's (``jobmesh-<worker pid>-…`` under the workdir root). It is removed on
+    close, by the fork server when the worker dies, or by the next worker to start
+    when both died.
+
+    A directory whose run left nothing behind (its cgroup emptied) and that is again
+    as it was made (empty, mode 0700, the same owner, no extended attributes such as
+    an ACL) is reused by a later run: making and removing a directory per run costs
+    more than a short run (on ext4 each waits on a journal commit)."""
+
+    def __init__(self, root: str, identity: tuple[int, int] | None) -> None:
+        base = root or tempfile.gettempdir()
+        _sweep_stale_workdirs(base)
+        self.path = tempfile.mkdtemp(prefix=f"jobmesh-{os.getpid()}-", dir=base)
+        os.chmod(self.path, 0o711)  # a run's user may enter its own directory, not list the others
+        self._identity = identity
+        self._owner = identity[0] if identity is not None else os.geteuid()
+        self._spare: list[str] = []
+
+    def take(self, source: str) -> tuple[str, str]:
+        """A private directory holding the script: (directory, script path)."""
+        if self._spare:
+            workdir = self._spare.pop()
+        else:
+            workdir = tempfile.mkdtemp(prefix="run-", dir=self.path)
+            if self._identity is not None:
+                os.chown(workdir, *self._identity)
+        script = os.path.join(workdir, "job.py")
+        try:
+            with open(script, "w", encoding="utf-8") as fh:
+                fh.write(source)
+            if self._identity is not None:
+                os.chown(script, *self._identity)
+        except BaseException:
+            _remove_workdir(workdir)
+            raise
+        return workdir, script
+
+    def give_back(self, workdir: str, reusable: bool) -> None:
+        """After the run: kept for reuse if ``reusable`` (nothing of the run is left to
+        write into it) and it is as it was made once its script is removed; else removed."""
+        if reusable and len(self._spare) < MAX_SPARES and self._emptied(workdir):
+            self._spare.append(workdir)
+        else:
+            _remove_workdir(workdir)
+
+    def _emptied(self, workdir: str) -> bool:
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(workdir, "job.py"))
+            info = os.lstat(workdir)
+            if not stat.S_ISDIR(info.st_mode) or stat.S_IMODE(info.st_mode) != 0o700 or info.st_uid != self._owner:
+                return False
+            with os.scandir(workdir) as entries:
+                if next(entries, None) is not None:
+                    return False
+            return not _xattrs(workdir)
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        self._spare.clear()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _xattrs(path: str) -> list[str]:
+    try:
+        return os.listxattr(path, follow_symlinks=False)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
+            return []
+        raise
+
+
+def _sweep_stale_workdirs(base: str) -> None:
+    """Remove the run directories of workers that died with their fork server."""
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            match = _STALE_WORKDIRS.fullmatch(name)
+            if match is not None and not _pid_alive(int(match.group(1))):
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 
 class PidsCgroup:
@@ -310,17 +401,20 @@ class IsolatingExecutor:
         self._limits = limits
         self._identity = _identity(limits.run_as_user)
         self._cgroups = _pids_root()
-        # Emptied run cgroups, reused by the next runs: making and removing one per
-        # run costs more than the run itself.
+        # Emptied run cgroups (and run directories), reused by the next runs: making
+        # and removing them per run costs more than a short run itself.
         self._spare_cgroups: list[PidsCgroup] = []
+        self._workdirs = Workdirs(limits.workdir_root, self._identity)
 
     async def start(self) -> None:
         pass
 
     async def close(self) -> None:
-        """Remove this executor's cgroup directory and its (empty) run cgroups."""
+        """Remove this executor's run directories, its cgroup directory and its (empty)
+        run cgroups."""
         while self._spare_cgroups:
             await self._spare_cgroups.pop().remove()
+        self._workdirs.close()
         if self._cgroups is not None:
             with contextlib.suppress(OSError):
                 os.rmdir(self._cgroups)
@@ -347,28 +441,26 @@ class IsolatingExecutor:
                     child.release()
             finally:
                 if cgroup is not None:
-                    await self._recycle(cgroup, emptied)
+                    emptied = await self._recycle(cgroup, emptied)
         finally:
-            _remove_workdir(workdir)
+            # Without a cgroup, a process the run left outside its group could still
+            # write into the directory: reused only when the cgroup shows none is left.
+            self._workdirs.give_back(workdir, reusable=cgroup is not None and emptied)
 
-    async def _recycle(self, cgroup: PidsCgroup, emptied: bool) -> None:
+    async def _recycle(self, cgroup: PidsCgroup, emptied: bool) -> bool:
         """Keep a run's cgroup for the next run once nothing of this run is left in it
-        (``emptied``: the supervisor already saw it empty)."""
-        if (emptied or await cgroup.kill_all()) and len(self._spare_cgroups) < MAX_SPARE_CGROUPS:
+        (``emptied``: the supervisor already saw it empty); whether nothing is left."""
+        emptied = emptied or await cgroup.kill_all()
+        if emptied and len(self._spare_cgroups) < MAX_SPARES:
             self._spare_cgroups.append(cgroup)
         else:
             await cgroup.remove()
+        return emptied
 
     def _prepare(self, source: str) -> tuple[str, str, PidsCgroup | None]:
         """The run's private directory with its script, and its pids cgroup."""
-        workdir = tempfile.mkdtemp(prefix="jobmesh-run-", dir=self._limits.workdir_root or None)
+        workdir, script = self._workdirs.take(source)
         try:
-            script = os.path.join(workdir, "job.py")
-            with open(script, "w", encoding="utf-8") as fh:
-                fh.write(source)
-            if self._identity is not None:
-                os.chown(workdir, *self._identity)
-                os.chown(script, *self._identity)
             cgroup = None
             if self._spare_cgroups:
                 cgroup = self._spare_cgroups.pop()

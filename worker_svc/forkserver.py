@@ -199,8 +199,9 @@ class Server:
         self.sock = sock
         self.running: dict[int, int] = {}  # pid -> token
         self.pids: dict[int, int] = {}  # token -> pid
-        self.leftovers: dict[int, tuple[str, str]] = {}  # token -> (workdir, cgroup_procs)
         self.cgroup_roots: set[str] = set()  # the worker's cgroup directories
+        self.workdir_roots: set[str] = set()  # the worker's directory of run directories
+        self.worker = os.getppid()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def send(self, *fields: Any) -> None:
@@ -264,7 +265,9 @@ class Server:
             _child(request, env, fds[0], fds[1])
         self.running[pid] = token
         self.pids[token] = pid
-        self.leftovers[token] = (request[2], request[5])
+        root = os.path.dirname(request[2])
+        if os.path.basename(root).startswith(f"jobmesh-{self.worker}-"):  # the worker's own, nothing else
+            self.workdir_roots.add(root)
         if request[5]:
             self.cgroup_roots.add(os.path.dirname(os.path.dirname(request[5])))
         self.send("started", token, pid)
@@ -284,7 +287,7 @@ class Server:
 
     def reap(self, tell: bool = True) -> None:
         """Collect exited children and tell the worker (or, shutting down, only
-        collect them: their leftovers are still to be removed)."""
+        collect them: their directories and cgroups are still to be removed)."""
         while self.running:
             try:
                 # Peek first: while the exited child is a zombie its pid, and so its
@@ -304,12 +307,12 @@ class Server:
             token = self.running.pop(pid, None)
             if token is not None and tell:
                 del self.pids[token]
-                del self.leftovers[token]
                 self.send("exit", token, status)
 
     def shutdown(self) -> None:
         """The worker is gone (it would have cleaned up after each run): kill what
-        still runs and remove those runs' directories and cgroups."""
+        still runs and remove the runs' directories (in use or kept for reuse) and
+        cgroups."""
         for token in list(self.pids):
             self.kill(token)
         import shutil
@@ -319,8 +322,8 @@ class Server:
         while self.running and time.monotonic() < deadline:
             self.reap(tell=False)
             time.sleep(0.01)
-        for workdir, _ in self.leftovers.values():
-            shutil.rmtree(workdir, ignore_errors=True)
+        for root in self.workdir_roots:
+            shutil.rmtree(root, ignore_errors=True)
         for root in self.cgroup_roots:
             # The runs' cgroups (in use or kept for reuse), then the worker's own.
             try:

@@ -107,9 +107,11 @@ def test_killed_worker_run_becomes_lost_and_is_retried_elsewhere(fresh_db: str, 
     doomed.popen.wait()
 
     def run_directories() -> list[Path]:
-        scripts = [p for p in Path(tempfile.gettempdir()).glob("jobmesh-run-*/job.py") if marker in p.read_text()]
+        tmp = Path(tempfile.gettempdir())
+        scripts = [p for p in tmp.glob("jobmesh-*/run-*/job.py") if marker in p.read_text()]
+        workdirs = list(tmp.glob(f"jobmesh-{doomed.popen.pid}-*"))
         cgroups = list(Path("/sys/fs/cgroup").glob(f"**/jobmesh-{doomed.popen.pid}-*"))
-        return scripts + cgroups
+        return scripts + workdirs + cgroups
 
     deadline = time.monotonic() + 5
     while run_directories():  # its fork server killed the script, removed its directory and cgroups

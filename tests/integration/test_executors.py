@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -109,7 +110,8 @@ async def test_a_clean_process_environment(executor: IsolatingExecutor) -> None:
     assert result.outcome is Outcome.SUCCEEDED, result.stderr
     names, cwd, leader, stdin, fds, limits, argv = result.stdout.splitlines()
     assert names == str(sorted(["HOME", "LANG", "LC_ALL", "PATH", "PYTHONDONTWRITEBYTECODE", "TMPDIR"]))
-    assert cwd.startswith("/tmp/jobmesh-run-") and not os.path.exists(cwd), "private dir, removed"  # noqa: ASYNC240
+    assert re.fullmatch(r"/tmp/jobmesh-\d+-\w{8}/run-\w{8}", cwd), cwd
+    assert not os.path.exists(cwd) or os.listdir(cwd) == [], "private dir, emptied"  # noqa: ASYNC240
     assert leader == "True", "own session and process group"
     assert stdin == "''"
     assert fds == "[0, 1, 2, 3]", "nothing inherited but stdio (3 is the listing itself)"
@@ -251,14 +253,38 @@ async def test_closing_the_fork_server_kills_runs_in_flight() -> None:
         await running
 
 
+async def test_run_directories_are_reused_only_when_nothing_of_the_run_is_left(executor: IsolatingExecutor) -> None:
+    where = "import os\nprint(os.getcwd(), sorted(os.listdir('.')))\n"
+    left_a_file = (await run(executor, where + "open('leftover.txt', 'w').write('x')")).stdout.split()[0]
+    assert not os.path.exists(left_a_file), "a directory with something left in it is removed"  # noqa: ASYNC240
+    opened_up = (await run(executor, where + "os.chmod('.', 0o755)")).stdout.split()[0]
+    assert not os.path.exists(opened_up), "so is one whose mode the script changed"  # noqa: ASYNC240
+    clean = (await run(executor, where)).stdout.split()[0]
+    again = await run(executor, where)
+    if executor._cgroups is not None:
+        # Nothing of the clean run is left (its cgroup is empty): its emptied directory
+        # serves the next run, which finds only its own script there.
+        assert again.stdout == f"{clean} ['job.py']\n"
+    else:
+        # Without a cgroup a process the run left could still write there: never reused.
+        assert not os.path.exists(clean) and again.stdout.split()[0] != clean  # noqa: ASYNC240
+    await executor.close()
+    assert not os.path.exists(os.path.dirname(clean)), "close removes the runs' directory"  # noqa: ASYNC240
+
+
 @pytest.mark.parametrize("kind", [ForkServerExecutor, SubprocessExecutor])
 async def test_runs_use_the_configured_directory_root(kind: type[IsolatingExecutor], tmp_path: Path) -> None:
+    dead_workers = tmp_path / "jobmesh-999999999-abcdefgh"  # no such pid: left by a worker that died
+    (dead_workers / "run-abcdefgh").mkdir(parents=True)
+    alive = tmp_path / f"jobmesh-{os.getpid()}-abcdefgh"
+    alive.mkdir()
     executor = kind(dataclasses.replace(LIMITS, workdir_root=str(tmp_path)))
     try:
         result = await run(executor, "import os\nprint(os.getcwd())")
     finally:
         await executor.close()
-    assert result.stdout.startswith(f"{tmp_path}/jobmesh-run-") and os.listdir(tmp_path) == []
+    assert result.stdout.startswith(f"{tmp_path}/jobmesh-{os.getpid()}-")
+    assert os.listdir(tmp_path) == [alive.name], "its own directory removed on close, a dead worker's at start"
 
 
 async def test_a_fork_server_that_cannot_start_says_so() -> None:

@@ -591,6 +591,8 @@ class ForkServerExecutor(IsolatingExecutor):
                     "-c",
                     _helper_source(),
                     str(theirs.fileno()),
+                    self._workdirs.path,
+                    self._cgroups or "-",
                     *self._preload,
                     pass_fds=(theirs.fileno(),),
                     cwd="/",

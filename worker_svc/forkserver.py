@@ -1,9 +1,10 @@
 """The fork server: a small helper process that forks one child per run.
 
-The worker starts it once (``python -I -u -m worker_svc.forkserver FD [MODULE...]``)
-with a clean environment; it imports only what it needs to fork and isolate, plus
-the modules named on its command line, and never touches the network, the
-database or any secret. Requests arrive on a SOCK_SEQPACKET Unix socket (FD), one
+The worker starts it once (``python -I -u -m worker_svc.forkserver FD WORKDIRS CGROUPS
+[MODULE...]``: the socket, the worker's directory of run directories, its cgroup
+directory or ``-``, the modules to preload) with a clean environment; it imports only
+what it needs to fork and isolate, plus the preloaded modules, and never touches the
+network, the database or any secret. Requests arrive on a SOCK_SEQPACKET Unix socket (FD), one
 ``marshal``-encoded message each, with the run's stdout/stderr pipe ends attached
 as SCM_RIGHTS:
 
@@ -32,7 +33,7 @@ import _signal  # type: ignore[import-not-found]  # signal.signal without its en
 import marshal
 import os
 import resource
-import selectors
+import select
 import signal
 import socket
 import sys
@@ -84,12 +85,12 @@ def _exit_status(code: object) -> int:
     return 1
 
 
-def environment_changes(env: dict[str, str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """What turns the helper's own (already clean) environment into ``env``: the keys
-    to drop and the keys to set. Worked out in the helper before forking, so the
-    child touches (and copies on write) only the entries that change."""
-    drop = [key for key in os.environ if key not in env]
-    return drop, [(key, text) for key, text in env.items() if os.environ.get(key) != text]
+def environment_changes(base: dict[str, str], env: dict[str, str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """What turns the helper's own (already clean) environment ``base`` into ``env``:
+    the keys to drop and the keys to set. Worked out in the helper before forking, so
+    the child touches (and copies on write) only the entries that change."""
+    drop = [key for key in base if key not in env]
+    return drop, [(key, text) for key, text in env.items() if base.get(key) != text]
 
 
 def _isolate(
@@ -195,13 +196,19 @@ def _child(request: tuple[Any, ...], env: tuple[list[str], list[tuple[str, str]]
 
 
 class Server:
-    def __init__(self, sock: socket.socket) -> None:
+    """Everything a request touches between two forks is copied on write (in the
+    helper, and in every child still running): the loop keeps that small."""
+
+    def __init__(self, sock: socket.socket, workdirs: str, cgroups: str) -> None:
         self.sock = sock
         self.running: dict[int, int] = {}  # pid -> token
         self.pids: dict[int, int] = {}  # token -> pid
-        self.cgroup_roots: set[str] = set()  # the worker's cgroup directories
-        self.workdir_roots: set[str] = set()  # the worker's directory of run directories
-        self.worker = os.getppid()
+        # The worker's directory of run directories and its cgroup directory ("" if
+        # none), removed when the worker is gone; a directory not named as the
+        # worker's own is never removed.
+        self.workdirs = workdirs if os.path.basename(workdirs).startswith(f"jobmesh-{os.getppid()}-") else ""
+        self.cgroups = cgroups
+        self.environ = dict(os.environ)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def send(self, *fields: Any) -> None:
@@ -212,13 +219,14 @@ class Server:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        selector = selectors.DefaultSelector()
-        selector.register(self.sock, selectors.EVENT_READ, "request")
-        selector.register(self.wake_r, selectors.EVENT_READ, "child")
+        poller = select.epoll()
+        requests, wake = self.sock.fileno(), self.wake_r
+        poller.register(requests, select.EPOLLIN)
+        poller.register(wake, select.EPOLLIN)
         self.send("ready", 0, os.getpid())
         while True:
-            for key, _ in selector.select():
-                if key.data == "child":
+            for fd, _ in poller.poll():
+                if fd == wake:
                     while True:
                         try:
                             if not os.read(self.wake_r, 512):
@@ -255,7 +263,7 @@ class Server:
         if len(fds) != 2:
             self.send("error", token, "expected two output descriptors")
             return
-        env = environment_changes(request[4])
+        env = environment_changes(self.environ, request[4])
         try:
             pid = os.fork()
         except OSError as exc:
@@ -265,11 +273,6 @@ class Server:
             _child(request, env, fds[0], fds[1])
         self.running[pid] = token
         self.pids[token] = pid
-        root = os.path.dirname(request[2])
-        if os.path.basename(root).startswith(f"jobmesh-{self.worker}-"):  # the worker's own, nothing else
-            self.workdir_roots.add(root)
-        if request[5]:
-            self.cgroup_roots.add(os.path.dirname(os.path.dirname(request[5])))
         self.send("started", token, pid)
 
     def kill(self, token: int) -> None:
@@ -322,22 +325,22 @@ class Server:
         while self.running and time.monotonic() < deadline:
             self.reap(tell=False)
             time.sleep(0.01)
-        for root in self.workdir_roots:
-            shutil.rmtree(root, ignore_errors=True)
-        for root in self.cgroup_roots:
+        if self.workdirs:
+            shutil.rmtree(self.workdirs, ignore_errors=True)
+        if self.cgroups:
             # The runs' cgroups (in use or kept for reuse), then the worker's own.
             try:
-                names = os.listdir(root)
+                names = os.listdir(self.cgroups)
             except OSError:
-                continue
+                names = []
             for name in names:
                 if name.startswith("run-"):
                     try:
-                        os.rmdir(os.path.join(root, name))
+                        os.rmdir(os.path.join(self.cgroups, name))
                     except OSError:
                         pass
             try:
-                os.rmdir(root)
+                os.rmdir(self.cgroups)
             except OSError:
                 pass
 
@@ -355,13 +358,13 @@ def warm_up() -> None:
 
 
 def main() -> None:
-    fd = int(sys.argv[1])
-    for module in sys.argv[2:]:
+    fd, workdirs, cgroups = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+    for module in sys.argv[4:]:
         __import__(module)
     warm_up()
     sock = socket.socket(fileno=fd)
     sock.setblocking(True)
-    server = Server(sock)
+    server = Server(sock, workdirs, "" if cgroups == "-" else cgroups)
     try:
         server.serve()
     except OSError:  # the worker is gone while we were answering it

@@ -63,6 +63,7 @@ _BY_KEY_PARAMS = and_(
         bindparam("first", type_=RunRow.scheduled_at.type), bindparam("last", type_=RunRow.scheduled_at.type)
     ),
 )
+_TAKE_NOW = bindparam("take_now", type_=RunRow.started_at.type)
 _TAKE = (
     update(RunRow)
     .where(_BY_KEY_PARAMS, RunRow.status == RunStatus.QUEUED.value)
@@ -70,7 +71,9 @@ _TAKE = (
         status=RunStatus.RUNNING.value,
         worker_id=bindparam("take_worker"),
         fencing_token=bindparam("take_token"),
-        started_at=bindparam("take_now", type_=RunRow.started_at.type),
+        # A run taken ahead of its slot (the dispatch lead) starts at its slot: until
+        # the worker reports the real start, that is what it shows, never earlier.
+        started_at=case((RunRow.due_at > _TAKE_NOW, RunRow.due_at), else_=_TAKE_NOW),
     )
 )
 _TAKEN = select(RunRow).where(

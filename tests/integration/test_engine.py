@@ -424,6 +424,23 @@ async def test_flushed_redis_loses_nothing(mesh: Mesh) -> None:
     assert {r.attempt for r in rows} == {1}
 
 
+async def test_a_run_taken_ahead_of_its_slot_never_shows_an_earlier_start(mesh: Mesh) -> None:
+    user = await mesh.user()
+    mesh.app.start_loops()
+    async with running_worker(mesh.app.settings, "w1"):
+        due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
+        job = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=one_time(due, script="pass")), metadata=user.md)
+        # Dispatched and taken up to the dispatch lead before its slot.
+        taken = await wait_for(lambda: _run_in(user, job.id, run_pb2.RUN_STATUS_RUNNING), timeout=15, interval=0.02)
+        seen_at = datetime.now(UTC)
+        done = await finished(user, job.id)
+    shown = taken.started_at.ToDatetime(UTC)
+    assert shown >= due, f"RUNNING shows a start {shown} before its slot {due}"
+    if seen_at < due:
+        assert shown == due, "taken ahead: shows its slot until the real start is known"
+    assert statuses(done) == ["SUCCEEDED"] and done[0].started_at.ToDatetime(UTC) >= due
+
+
 async def test_a_prefetched_run_without_a_slot_goes_to_another_worker(mesh: Mesh) -> None:
     user = await mesh.user()
     mesh.app.start_loops()

@@ -200,8 +200,7 @@ class Workdirs:
                 os.chown(workdir, *self._identity)
         script = os.path.join(workdir, "job.py")
         try:
-            with open(script, "w", encoding="utf-8") as fh:
-                fh.write(source)
+            _write_new(script, source.encode("utf-8"))
             if self._identity is not None:
                 os.chown(script, *self._identity)
         except BaseException:
@@ -236,6 +235,28 @@ class Workdirs:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+# Once or more per run: plain descriptors, not Python file objects (a third of the cost).
+def _read_small(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        data = b""
+        while chunk := os.read(fd, _READ_CHUNK):
+            data += chunk
+        return data
+    finally:
+        os.close(fd)
+
+
+def _write_new(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+
+
 def _xattrs(path: str) -> list[str]:
     try:
         return os.listxattr(path, follow_symlinks=False)
@@ -266,8 +287,7 @@ class PidsCgroup:
 
     def _pids(self) -> list[int]:
         try:
-            with open(self.procs) as fh:
-                return [int(p) for p in fh.read().split()]
+            return [int(p) for p in _read_small(self.procs).split()]
         except OSError:
             return []
 

@@ -90,9 +90,9 @@ class WorkerSettings(BaseSettings):
     model_config = _config("JOBMESH_WORKER_")
     slots: int = Field(default=4, description="Runs executed concurrently per worker")
     queues: str = Field(default="default", description="Comma-separated queues this worker pulls")
-    prefetch: int | None = Field(
-        default=None,
-        description="Runs taken ahead of a free slot (empty: 4 per slot, like Celery's default prefetch; a taken run "
+    prefetch: int = Field(
+        default=32,
+        description="Runs taken ahead of a free slot: short runs are taken and reported in batches (a taken run "
         "that finds no slot within 1 s of its due time goes back to the queue)",
     )
     executor: str = Field(

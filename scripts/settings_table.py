@@ -11,7 +11,7 @@ def rows() -> list[str]:
         prefix = cls.model_config.get("env_prefix", "")
         for name, field in cls.model_fields.items():
             default = field.default
-            shown = "(empty)" if default in ("", None) else str(default)
+            shown = "(empty)" if default == "" else str(default)
             out.append(f"| `{prefix}{name.upper()}` | `{shown}` | {field.description} |")
     return out
 

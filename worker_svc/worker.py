@@ -74,9 +74,6 @@ RESULT_RETRY_SECONDS = 1.0
 # A run taken ahead (prefetched) that finds no free slot this long after its due
 # time goes back to the queue for another worker.
 PREFETCH_HOLD_SECONDS = 1.0
-# Runs taken ahead per slot unless configured: Celery's default prefetch multiplier.
-# Short runs are then taken (and their results written) in batches of many runs.
-PREFETCH_PER_SLOT = 4
 
 
 @dataclass(frozen=True)
@@ -107,7 +104,7 @@ class WorkerConfig:
     slots: int
     heartbeat_seconds: float
     shutdown_grace_seconds: float
-    prefetch: int | None = None  # None: PREFETCH_PER_SLOT per slot
+    prefetch: int = 0
 
 
 class Worker:
@@ -123,8 +120,7 @@ class Worker:
         self._handing_back = False
         # Runs held (taken, not yet ended): the slots plus the prefetch, so the next
         # runs are already taken (their fenced start done) when a script ends.
-        prefetch = PREFETCH_PER_SLOT * config.slots if config.prefetch is None else config.prefetch
-        self._free = asyncio.Semaphore(config.slots + prefetch)
+        self._free = asyncio.Semaphore(config.slots + config.prefetch)
         self._executing = asyncio.Semaphore(config.slots)
         self._prefetch_paused = False
         self._handlers: set[asyncio.Task[None]] = set()

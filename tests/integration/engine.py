@@ -28,7 +28,7 @@ async def running_worker(
             slots,
             settings.worker.heartbeat_seconds,
             1.0,
-            settings.worker.prefetch if prefetch is None else prefetch,  # None: the worker's default
+            settings.worker.prefetch if prefetch is None else prefetch,
         ),
         RunRepository(db),
         redis,

@@ -135,7 +135,8 @@ def _run_script(script: str) -> int:
     status = 0
     try:
         with open(script, "rb") as fh:
-            code = compile(fh.read(), script, "exec")
+            # dont_inherit: this module's own __future__ imports are not the script's.
+            code = compile(fh.read(), script, "exec", dont_inherit=True)
         exec(code, main.__dict__)
     except SystemExit as exc:
         status = _exit_status(exc.code)

@@ -76,6 +76,12 @@ async def test_output_exit_codes_and_errors_like_an_interpreter(executor: Isolat
     assert (killed.exit_code, killed.error) == (-9, "killed by signal SIGKILL")
 
 
+async def test_a_script_compiles_as_in_a_fresh_interpreter(executor: IsolatingExecutor) -> None:
+    # No __future__ import of the executor's own code reaches the script.
+    result = await run(executor, "def f(x: int) -> None: ...\nprint(f.__annotations__)")
+    assert result.stdout == "{'x': <class 'int'>, 'return': None}\n", result.stderr
+
+
 async def test_exit_runs_atexit_joins_threads_and_flushes_files(executor: IsolatingExecutor) -> None:
     script = (
         "import atexit, os, threading, time\n"

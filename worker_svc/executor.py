@@ -2,8 +2,8 @@
 
 Each run gets: a new session and process group, a clean environment (no
 JOBMESH_* or other service secrets), a private temporary working directory emptied
-afterwards (see ``Workdirs``), resource limits, a wall-clock timeout that kills the whole group, and
-stdout/stderr captured with a per-stream cap (tail kept).
+afterwards (see ``Workdirs``), resource limits, a wall-clock timeout that kills the
+whole group, and stdout/stderr captured with a per-stream cap (tail kept).
 
 The process limit: RLIMIT_NPROC does not bind root, so where the worker may manage
 cgroups (root with a writable pids hierarchy) each run gets its own pids cgroup with

@@ -4,9 +4,9 @@ The worker starts it once (``python -I -u -m worker_svc.forkserver FD WORKDIRS C
 [MODULE...]``: the socket, the worker's directory of run directories, its cgroup
 directory or ``-``, the modules to preload) with a clean environment; it imports only
 what it needs to fork and isolate, plus the preloaded modules, and never touches the
-network, the database or any secret. Requests arrive on a SOCK_SEQPACKET Unix socket (FD), one
-``marshal``-encoded message each, with the run's stdout/stderr pipe ends attached
-as SCM_RIGHTS:
+network, the database or any secret. Requests arrive on a SOCK_SEQPACKET Unix socket
+(FD), one ``marshal``-encoded message each, with the run's stdout/stderr pipe ends
+attached as SCM_RIGHTS:
 
     worker → helper  ("run", token, workdir, script, env, cgroup_procs, uid, gid, limits) + [out_fd, err_fd]
                      ("kill", token)

@@ -441,6 +441,26 @@ async def test_a_run_taken_ahead_of_its_slot_never_shows_an_earlier_start(mesh: 
     assert statuses(done) == ["SUCCEEDED"] and done[0].started_at.ToDatetime(UTC) >= due
 
 
+async def test_a_stopping_worker_gives_back_untaken_what_its_last_pop_returns(mesh: Mesh) -> None:
+    from core import keys
+
+    user = await mesh.user()
+    job = await user.jobs.CreateJob(
+        job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script="print('ran')")), metadata=user.md
+    )
+    async with running_worker(mesh.app.settings, "w-stopping", slots=1) as worker:
+        await asyncio.sleep(0.2)  # its fetch loop now waits in BLMOVE (1 s) on the empty queue
+        worker.stop()
+        # Dispatched after the stop began (as a run another worker hands back): the
+        # waiting BLMOVE returns it to the stopping worker.
+        assert await mesh.app.dispatcher.tick()
+    [run] = await runs_of(user, job.id)
+    assert statuses([run]) == ["QUEUED"] and run.worker_id == "", "not taken, not run"
+    queued = await mesh.app.redis.lrange(keys.queue("default"), 0, -1)
+    assert [keys.QueueMessage.decode(m).run_id for m in queued] == [run.id], "back on the queue for another worker"
+    assert await mesh.app.redis.llen(keys.processing("w-stopping")) == 0
+
+
 async def test_a_prefetched_run_without_a_slot_goes_to_another_worker(mesh: Mesh) -> None:
     user = await mesh.user()
     mesh.app.start_loops()

@@ -337,10 +337,17 @@ sys.argv = [_script]
 for _stream in (sys.stdout, sys.stderr):  # line-buffered, as in the fork server
     _stream.reconfigure(line_buffering=True, write_through=False)
 with open(_script, "rb") as _fh:
-    _code = compile(_fh.read(), _script, "exec")
+    _source = _fh.read()
 _globals = {"__name__": "__main__", "__file__": _script, "__builtins__": __builtins__}
 del _cg, _uid, _gid, _cpu, _as, _nofile, _fsize, _nproc, _res, _value, _fh, _stream
-exec(_code, _globals)
+try:
+    exec(compile(_source, _script, "exec"), _globals)
+except SystemExit:
+    raise
+except BaseException as _exc:  # the traceback starts in the script, not in this bootstrap
+    _exc.__traceback__ = _exc.__traceback__.tb_next
+    sys.excepthook(type(_exc), _exc, _exc.__traceback__)
+    sys.exit(1)
 """
 
 

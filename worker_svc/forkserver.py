@@ -140,8 +140,11 @@ def _run_script(script: str) -> int:
         exec(code, main.__dict__)
     except SystemExit as exc:
         status = _exit_status(exc.code)
-    except BaseException:
-        sys.excepthook(*sys.exc_info())
+    except BaseException as exc:
+        # The traceback starts in the script, as an interpreter prints it (not here).
+        tb = exc.__traceback__
+        exc.__traceback__ = tb.tb_next if tb is not None else None
+        sys.excepthook(type(exc), exc, exc.__traceback__)
         status = 1
     return _finalize(main, status)
 

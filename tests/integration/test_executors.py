@@ -72,6 +72,7 @@ async def test_output_exit_codes_and_errors_like_an_interpreter(executor: Isolat
     assert "Traceback" in raised.stderr and 'job.py", line 3' in raised.stderr
     syntax = await run(executor, "def broken(:\n")
     assert syntax.outcome is Outcome.FAILED and syntax.error.startswith("SyntaxError")
+    assert syntax.stderr.startswith('  File "') and 'job.py", line 1' in syntax.stderr, "as an interpreter prints it"
     killed = await run(executor, "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)")
     assert (killed.exit_code, killed.error) == (-9, "killed by signal SIGKILL")
 
@@ -80,6 +81,17 @@ async def test_a_script_compiles_as_in_a_fresh_interpreter(executor: IsolatingEx
     # No __future__ import of the executor's own code reaches the script.
     result = await run(executor, "def f(x: int) -> None: ...\nprint(f.__annotations__)")
     assert result.stdout == "{'x': <class 'int'>, 'return': None}\n", result.stderr
+
+
+async def test_tracebacks_start_in_the_script_and_name_its_own_file(executor: IsolatingExecutor) -> None:
+    script = "import os\ndef fail():\n    raise ValueError(__file__ == fail.__code__.co_filename)\nfail()\n"
+    results = await asyncio.gather(*(run(executor, script) for _ in range(3)))
+    for result in results:
+        [path] = {line.split('"')[1] for line in result.stderr.splitlines() if line.strip().startswith("File")}
+        assert path.endswith("/job.py") and not os.path.exists(path)  # noqa: ASYNC240
+        assert f'File "{path}", line 4' in result.stderr and f'File "{path}", line 3, in fail' in result.stderr
+        assert result.error == "ValueError: True" and "<string>" not in result.stderr, "no frame of the executor's"
+    assert len({r.stderr for r in results}) >= 2, "concurrent runs, each in its own directory"
 
 
 async def test_exit_runs_atexit_joins_threads_and_flushes_files(executor: IsolatingExecutor) -> None:

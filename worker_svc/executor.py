@@ -129,20 +129,32 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_WORKER_DIR = re.compile(r"jobmesh-(\d+)-\w+")
+
+
+def _dead_workers_dirs(base: str) -> list[str]:
+    """The directories under ``base`` named as a worker's (``jobmesh-<pid>-…``) whose
+    worker is no longer running."""
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return []
+    return [
+        os.path.join(base, name)
+        for name in names
+        if (match := _WORKER_DIR.fullmatch(name)) is not None and not _pid_alive(int(match.group(1)))
+    ]
+
+
 def _sweep_stale_roots(base: str) -> None:
     """Remove the (empty) cgroup directories of workers that died without cleaning up."""
-    with contextlib.suppress(OSError):
-        for name in os.listdir(base):
-            parts = name.split("-")
-            if len(parts) != 3 or parts[0] != "jobmesh" or not parts[1].isdigit() or _pid_alive(int(parts[1])):
-                continue
-            root = os.path.join(base, name)
-            with contextlib.suppress(OSError):
-                for child in os.listdir(root):
-                    if child.startswith("run-"):
-                        with contextlib.suppress(OSError):
-                            os.rmdir(os.path.join(root, child))
-                os.rmdir(root)
+    for root in _dead_workers_dirs(base):
+        with contextlib.suppress(OSError):
+            for child in os.listdir(root):
+                if child.startswith("run-"):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(os.path.join(root, child))
+            os.rmdir(root)
 
 
 def _pids_root() -> str | None:
@@ -167,9 +179,6 @@ def _pids_root() -> str | None:
     return None
 
 
-_STALE_WORKDIRS = re.compile(r"jobmesh-(\d+)-\w{8}")
-
-
 class Workdirs:
     """The runs' private working directories, all inside one directory of this
     executor's (``jobmesh-<worker pid>-…`` under the workdir root). It is removed on
@@ -183,7 +192,8 @@ class Workdirs:
 
     def __init__(self, root: str, identity: tuple[int, int] | None) -> None:
         base = root or tempfile.gettempdir()
-        _sweep_stale_workdirs(base)
+        for stale in _dead_workers_dirs(base):  # a worker that died with its fork server
+            shutil.rmtree(stale, ignore_errors=True)
         self.path = tempfile.mkdtemp(prefix=f"jobmesh-{os.getpid()}-", dir=base)
         os.chmod(self.path, 0o711)  # a run's user may enter its own directory, not list the others
         self._identity = identity
@@ -264,15 +274,6 @@ def _xattrs(path: str) -> list[str]:
         if exc.errno in (errno.ENOTSUP, errno.EOPNOTSUPP):
             return []
         raise
-
-
-def _sweep_stale_workdirs(base: str) -> None:
-    """Remove the run directories of workers that died with their fork server."""
-    with contextlib.suppress(OSError):
-        for name in os.listdir(base):
-            match = _STALE_WORKDIRS.fullmatch(name)
-            if match is not None and not _pid_alive(int(match.group(1))):
-                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 
 class PidsCgroup:

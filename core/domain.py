@@ -120,12 +120,16 @@ def enum_from_proto(cls: type[E], number: int) -> E | None:
     return cls(name.removeprefix(prefix))
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def ts_to_proto(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
+    if value.tzinfo is None:
+        value = value.astimezone(UTC)
+    since = value - _EPOCH  # exact, unlike Timestamp.FromDatetime's time-tuple round trip, and cheaper
+    return Timestamp(seconds=since.days * 86400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def ts_from_proto(stamp: Timestamp) -> datetime:
@@ -254,7 +258,17 @@ class Job:
         )
 
     def with_changes(self, **changes: Any) -> Job:
-        return replace(self, **changes)
+        """A copy with ``changes``; as ``dataclasses.replace`` but without re-running
+        ``__init__`` over every field (this is on the path of every create)."""
+        unknown = changes.keys() - _JOB_FIELDS
+        if unknown:
+            raise TypeError(f"Job has no field {', '.join(sorted(unknown))}")
+        job = object.__new__(Job)
+        vars(job).update(vars(self), **changes)
+        return job
+
+
+_JOB_FIELDS = frozenset(f.name for f in dataclass_fields(Job))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import grpc
 from prometheus_client import Counter, Histogram
 
 GRPC_HANDLED = Counter(
@@ -17,6 +21,16 @@ GRPC_HANDLING = Histogram(
 )
 
 
-def observe_rpc(service: str, method: str, code: str, seconds: float) -> None:
-    GRPC_HANDLED.labels(service, method, code).inc()
-    GRPC_HANDLING.labels(service, method).observe(seconds)
+def rpc_observer(service: str, method: str) -> Callable[[grpc.StatusCode, float], None]:
+    """``observe(code, seconds)`` for one method, its labelled series looked up once."""
+    handling = GRPC_HANDLING.labels(service, method)
+    handled: dict[grpc.StatusCode, Any] = {}
+
+    def observe(code: grpc.StatusCode, seconds: float) -> None:
+        counter = handled.get(code)
+        if counter is None:
+            counter = handled[code] = GRPC_HANDLED.labels(service, method, code.name)
+        counter.inc()
+        handling.observe(seconds)
+
+    return observe

@@ -11,10 +11,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
 from typing import Any, NamedTuple
 
 import grpc
@@ -134,45 +133,70 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             )
         return handler
 
-    @asynccontextmanager
-    async def _scope(self, method: str, context: grpc.aio.ServicerContext, needs_auth: bool) -> AsyncIterator[None]:
-        """Around one RPC: context and principal in, errors translated, metrics out."""
-        service, name = _split(method)
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
-        try:
-            metadata = tuple(context.invocation_metadata() or ())
-            request_id = next((str(v) for k, v in metadata if k == "x-request-id"), "") or uuid.uuid4().hex
-            logs.request_id_var.set(request_id)
-            if needs_auth and self._authenticate is not None:
-                auth.principal_var.set(self._authenticate(method, metadata))
-            yield
-        except errors.JobmeshError as exc:
+    def _enter(self, method: str, context: grpc.aio.ServicerContext, needs_auth: bool) -> None:
+        """Request id and principal into context (raises Unauthenticated)."""
+        metadata = context.invocation_metadata() or ()
+        request_id = ""
+        for key, value in metadata:
+            if key == "x-request-id":
+                request_id = str(value)
+                break
+        logs.request_id_var.set(request_id or os.urandom(16).hex())
+        if needs_auth and self._authenticate is not None:
+            auth.principal_var.set(self._authenticate(method, metadata))
+
+    @staticmethod
+    def _failure(
+        method: str, context: grpc.aio.ServicerContext, exc: Exception
+    ) -> tuple[grpc.StatusCode, grpc.Status | None]:
+        """An RPC's error → its code and the status to abort with (None: already aborted)."""
+        if isinstance(exc, errors.JobmeshError):
             code = status_code_of(exc)
             _log_error(method, exc, code)
-            await context.abort_with_status(to_grpc_status(exc))
-        except grpc.aio.AbortError:
-            code = context.code() or grpc.StatusCode.UNKNOWN
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("unhandled error in %s", method)
-            await context.abort_with_status(_internal_status())
-        finally:
-            metrics.observe_rpc(service, name, code.name, time.perf_counter() - started)
+            return code, to_grpc_status(exc)
+        if isinstance(exc, grpc.aio.AbortError):
+            return context.code() or grpc.StatusCode.UNKNOWN, None
+        log.error("unhandled error in %s", method, exc_info=exc)
+        return grpc.StatusCode.INTERNAL, _internal_status()
 
+    # One RPC: context and principal in, errors translated, metrics out. Written
+    # out in each wrapper (no context manager): this runs on every call.
     def _wrap_unary(self, inner: Any, method: str, needs_auth: bool) -> Any:
+        observe = metrics.rpc_observer(*_split(method))
+
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            async with self._scope(method, context, needs_auth):
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                self._enter(method, context, needs_auth)
                 return await inner(request, context)
+            except Exception as exc:
+                code, status = self._failure(method, context, exc)
+                if status is None:
+                    raise
+                await context.abort_with_status(status)
+            finally:
+                observe(code, time.perf_counter() - started)
 
         return handle
 
     def _wrap_stream(self, inner: Any, method: str, needs_auth: bool) -> Any:
+        observe = metrics.rpc_observer(*_split(method))
+
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            async with self._scope(method, context, needs_auth):
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                self._enter(method, context, needs_auth)
                 async for item in inner(request, context):
                     yield item
+            except Exception as exc:
+                code, status = self._failure(method, context, exc)
+                if status is None:
+                    raise
+                await context.abort_with_status(status)
+            finally:
+                observe(code, time.perf_counter() - started)
 
         return handle
 

@@ -1,0 +1,119 @@
+"""The interceptor: principal and request id into context, errors into statuses
+(with details), every call counted by its final code, unary and streaming alike."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from prometheus_client import REGISTRY
+
+from core import auth, errors, logs
+from core.rpc import ServiceInterceptor, create_server, stop_server
+
+SERVICE = "test.Probe"
+
+
+def _behave(request: bytes) -> bytes:
+    """b"ok" answers with the principal and request id; other requests raise."""
+    if request == b"invalid":
+        raise errors.InvalidArgument(errors.FieldViolation("job.name", "must not be empty"))
+    if request == b"missing":
+        raise errors.NotFound("no such thing")
+    if request == b"bug":
+        raise RuntimeError("a bug with a secret in its message")
+    return f"{auth.principal_var.get()}|{logs.request_id_var.get()}".encode()
+
+
+async def _unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    return _behave(request)
+
+
+async def _stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    yield b"first"
+    yield _behave(request)
+
+
+def _add(servicer: Any, server: grpc.aio.Server) -> None:
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE,
+        {"Unary": grpc.unary_unary_rpc_method_handler(_unary), "Stream": grpc.unary_stream_rpc_method_handler(_stream)},
+    )
+    server.add_generic_rpc_handlers((handler,))
+
+
+def _authenticate(method: str, metadata: Any) -> str:
+    token = dict(metadata).get("authorization", "")
+    if token != "Bearer good":
+        raise errors.Unauthenticated("bad token")
+    return "alice"
+
+
+def _handled(method: str, code: str) -> float:
+    labels = {"grpc_service": SERVICE, "grpc_method": method, "grpc_code": code}
+    return REGISTRY.get_sample_value("grpc_server_handled_total", labels) or 0.0
+
+
+@pytest.fixture
+async def channel() -> AsyncIterator[grpc.aio.Channel]:
+    rpc = await create_server("127.0.0.1:0", [(_add, None, SERVICE)], [ServiceInterceptor(_authenticate)])
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{rpc.port}") as ch:
+        yield ch
+    await stop_server(rpc, 0)
+
+
+GOOD = (("authorization", "Bearer good"),)
+
+
+@pytest.mark.parametrize("kind", ["Unary", "Stream"])
+async def test_errors_become_statuses_with_details_and_are_counted(channel: grpc.aio.Channel, kind: str) -> None:
+    path = f"/{SERVICE}/{kind}"
+    call = channel.unary_unary(path) if kind == "Unary" else channel.unary_stream(path)
+
+    async def invoke(request: bytes, metadata: Any = GOOD) -> list[bytes]:
+        result = call(request, metadata=metadata)
+        if kind == "Unary":
+            return [await result]
+        return [item async for item in result]
+
+    before = {
+        code: _handled(kind, code) for code in ("OK", "INVALID_ARGUMENT", "NOT_FOUND", "INTERNAL", "UNAUTHENTICATED")
+    }
+    answer = await invoke(b"ok", (*GOOD, ("x-request-id", "req-42")))
+    assert answer[-1] == b"alice|req-42"
+    generated = (await invoke(b"ok"))[-1].split(b"|")[1]
+    assert len(generated) == 32 and generated != b"req-42"  # a fresh id when the client sends none
+
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await invoke(b"invalid")
+    assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    status = rpc_status.from_call(bad.value)
+    assert status is not None
+    violations = error_details_pb2.BadRequest()
+    assert any(d.Unpack(violations) for d in status.details)
+    assert [(v.field, v.description) for v in violations.field_violations] == [("job.name", "must not be empty")]
+
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await invoke(b"missing")
+    assert missing.value.code() is grpc.StatusCode.NOT_FOUND and missing.value.details() == "no such thing"
+
+    with pytest.raises(grpc.aio.AioRpcError) as bug:
+        await invoke(b"bug")
+    assert bug.value.code() is grpc.StatusCode.INTERNAL and bug.value.details() == "internal error"
+
+    with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+        await invoke(b"ok", ())
+    assert anonymous.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+    after = {code: _handled(kind, code) for code in before}
+    assert {code: after[code] - before[code] for code in before} == {
+        "OK": 2,
+        "INVALID_ARGUMENT": 1,
+        "NOT_FOUND": 1,
+        "INTERNAL": 1,
+        "UNAUTHENTICATED": 1,
+    }

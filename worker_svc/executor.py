@@ -43,6 +43,11 @@ OutputCallback = Callable[[str, bytes], None]
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _READ_CHUNK = 65536
+# A stream that became readable is read this long afterwards, so that everything a
+# script printed meanwhile comes in one read (and one live-output entry), not one
+# wake-up per line; once the child has exited, what is left is read at once.
+OUTPUT_GATHER_SECONDS = 0.01
+_HURRY_BYTES = 16384  # this much gathered in OUTPUT_GATHER_SECONDS: the script writes fast
 
 
 class Outcome(enum.StrEnum):
@@ -552,8 +557,8 @@ class SubprocessExecutor(IsolatingExecutor):
     async def _spawn(self, script: str, workdir: str, cgroup: PidsCgroup | None) -> Child:
         # -I: isolated mode (ignores PYTHON* variables and user site, no script dir
         # tricks); -u, then line buffering in the bootstrap: output streams line by line.
-        out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        out_r, out_w = _output_pipe()
+        err_r, err_w = _output_pipe()
         try:
             try:
                 proc = await asyncio.create_subprocess_exec(
@@ -699,8 +704,8 @@ class ForkServerExecutor(IsolatingExecutor):
             "run", token, workdir, script, clean_environment(workdir), cgroup.procs if cgroup else "", uid, gid,
             [limits.cpu_seconds, limits.memory_bytes, limits.open_files, limits.file_size_bytes, limits.processes, 0],
         )  # fmt: skip
-        out_r, out_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        out_r, out_w = _output_pipe()
+        err_r, err_w = _output_pipe()
         exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._exits[token] = exited
         try:
@@ -772,6 +777,15 @@ async def _send_with_fds(sock: socket.socket, data: bytes, fds: list[int]) -> No
                 loop.remove_writer(sock.fileno())
 
 
+def _output_pipe() -> tuple[int, int]:
+    """A pipe for a script's stdout or stderr: the worker's read end does not block;
+    the script's write end does, as a terminal's or a file's would (a full pipe makes
+    the script wait for the reader, it never fails its write or drops the output)."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    os.set_blocking(read_end, False)
+    return read_end, write_end
+
+
 def _remove_workdir(path: str) -> None:
     try:  # the usual case: only the script is there
         os.unlink(os.path.join(path, "job.py"))
@@ -797,33 +811,61 @@ def _describe_exit(code: int) -> str:
 
 
 class _Streams:
-    """Reads a child's stdout and stderr as they become readable, into their tail
-    buffers and ``on_output``: reader callbacks on the loop, no task per stream."""
+    """Reads a child's stdout and stderr into their tail buffers and ``on_output``:
+    reader callbacks on the loop, no task per stream.
+
+    A stream that became readable is read ``OUTPUT_GATHER_SECONDS`` later, so that
+    what a script prints line by line arrives in a few reads, not one wake-up per
+    line. A stream that gave a big read after such a wait (the script writes fast and
+    may be waiting on a full pipe) is read at once from then on; once the child has
+    exited, everything left is read at once.
+    """
 
     def __init__(self, child: Child, out: TailBuffer, err: TailBuffer, on_output: OutputCallback | None) -> None:
         self._loop = asyncio.get_running_loop()
         self._open: dict[int, tuple[TailBuffer, str]] = {child.stdout: (out, "stdout"), child.stderr: (err, "stderr")}
         self._on_output = on_output
         self._done: asyncio.Future[None] = self._loop.create_future()
+        self._gather = True
+        self._later: dict[int, asyncio.TimerHandle] = {}
+        self._hurry: set[int] = set()
         for fd in self._open:
-            self._loop.add_reader(fd, self._read, fd)
+            self._loop.add_reader(fd, self._readable, fd)
 
-    def _read(self, fd: int) -> None:
+    def _readable(self, fd: int) -> None:
+        if not self._gather or fd in self._hurry:
+            self._read(fd)
+            return
+        self._loop.remove_reader(fd)
+        self._later[fd] = self._loop.call_later(OUTPUT_GATHER_SECONDS, self._gathered, fd)
+
+    def _gathered(self, fd: int) -> None:
+        del self._later[fd]
+        self._loop.add_reader(fd, self._readable, fd)
+        if self._read(fd) >= _HURRY_BYTES:
+            self._hurry.add(fd)  # a fast writer: from now on, read as soon as it writes
+
+    def _read(self, fd: int) -> int:
+        """Reads what is there; returns how many bytes."""
         try:
             chunk = os.read(fd, _READ_CHUNK)
         except BlockingIOError:
-            return
+            return 0
         except OSError:
             chunk = b""
         if not chunk:
             self._close(fd)
-            return
+            return 0
         buffer, name = self._open[fd]
         buffer.write(chunk)
         if self._on_output is not None:
             self._on_output(name, chunk)
+        return len(chunk)
 
     def _close(self, fd: int) -> None:
+        later = self._later.pop(fd, None)
+        if later is not None:
+            later.cancel()
         self._loop.remove_reader(fd)
         os.close(fd)
         del self._open[fd]
@@ -831,7 +873,12 @@ class _Streams:
             self._done.set_result(None)
 
     async def drained(self, timeout: float) -> None:
-        """Until both streams reached EOF, at most ``timeout``; then stop reading."""
+        """After the child ended: until both streams reached EOF, at most ``timeout``;
+        then stop reading."""
+        self._gather = False
+        for fd, later in list(self._later.items()):
+            later.cancel()
+            self._gathered(fd)
         if self._open:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self._done), timeout)

@@ -8,6 +8,7 @@ import dataclasses
 import os
 import re
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -331,3 +332,41 @@ async def test_output_is_written_line_by_line(executor: IsolatingExecutor) -> No
     result = await executor.run(script, 10, asyncio.Event(), lambda stream, chunk: chunks.append(chunk))
     assert result.stdout == "n 0 of 3\nn 1 of 3\nn 2 of 3\npartial"
     assert chunks[:3] == [b"n 0 of 3\n", b"n 1 of 3\n", b"n 2 of 3\n"], "one chunk per line, not per argument"
+
+
+async def test_a_slow_reader_makes_the_script_wait_never_loses_its_output(executor: IsolatingExecutor) -> None:
+    # As on a terminal or a file, the script's writes block: a worker that reads
+    # late (busy, or stalled here for 0.3 s) costs the script time, not output.
+    received: list[bytes] = []
+
+    def on_output(stream: str, chunk: bytes) -> None:
+        if not received:
+            time.sleep(0.3)  # the pipe (64 KiB) fills meanwhile
+        received.append(chunk)
+
+    script = (
+        "import os, sys\n"
+        "print(os.get_blocking(1), os.get_blocking(2), file=sys.stderr)\n"
+        "line = 'x' * 1023 + '\\n'\n"
+        "for _ in range(2048):\n"
+        "    sys.stdout.write(line)\n"
+    )
+    result = await executor.run(script, 30, asyncio.Event(), on_output)
+    assert (result.outcome, result.stderr) == (Outcome.SUCCEEDED, "True True\n")
+    assert len(b"".join(received)) == 2 * 1024 * 1024 + len("True True\n")
+
+
+async def test_lines_printed_close_together_arrive_together_and_live(executor: IsolatingExecutor) -> None:
+    arrivals: list[tuple[float, bytes]] = []
+    loop = asyncio.get_running_loop()
+    script = (
+        "import time\nfor i in range(20):\n    print('tick', i)\n    time.sleep(0.002)\ntime.sleep(0.5)\nprint('end')\n"
+    )
+    result = await executor.run(
+        script, 10, asyncio.Event(), lambda stream, chunk: arrivals.append((loop.time(), chunk))
+    )
+    ended = loop.time()
+    assert result.stdout == "".join(f"tick {i}\n" for i in range(20)) + "end\n"
+    ticks = [at for at, chunk in arrivals if b"tick" in chunk]
+    assert len(ticks) < 10, f"20 lines in ~40 ms came in {len(ticks)} reads"
+    assert ended - ticks[-1] > 0.3, "the lines arrived while the script ran, not at its end"

@@ -43,9 +43,9 @@ OutputCallback = Callable[[str, bytes], None]
 
 SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
 _READ_CHUNK = 65536
-# A stream that became readable is read this long afterwards, so that everything a
-# script printed meanwhile comes in one read (and one live-output entry), not one
-# wake-up per line; once the child has exited, what is left is read at once.
+# A script's stream is read at most once per this long while the script runs: what
+# it printed meanwhile comes in one read (and one live-output entry), not one wake-up
+# per line.
 OUTPUT_GATHER_SECONDS = 0.01
 _HURRY_BYTES = 16384  # this much gathered in OUTPUT_GATHER_SECONDS: the script writes fast
 
@@ -814,11 +814,11 @@ class _Streams:
     """Reads a child's stdout and stderr into their tail buffers and ``on_output``:
     reader callbacks on the loop, no task per stream.
 
-    A stream that became readable is read ``OUTPUT_GATHER_SECONDS`` later, so that
-    what a script prints line by line arrives in a few reads, not one wake-up per
-    line. A stream that gave a big read after such a wait (the script writes fast and
-    may be waiting on a full pipe) is read at once from then on; once the child has
-    exited, everything left is read at once.
+    A stream is read at once when it becomes readable, but at most once per
+    ``OUTPUT_GATHER_SECONDS``: what a script prints line by line arrives in a few
+    reads, not one wake-up per line. A stream that gave a big read after such a wait
+    (the script writes fast and may be waiting on a full pipe) is read at once from
+    then on; once the child has exited, everything left is read at once.
     """
 
     def __init__(self, child: Child, out: TailBuffer, err: TailBuffer, on_output: OutputCallback | None) -> None:
@@ -829,15 +829,17 @@ class _Streams:
         self._gather = True
         self._later: dict[int, asyncio.TimerHandle] = {}
         self._hurry: set[int] = set()
+        self._last_read: dict[int, float] = {}
         for fd in self._open:
             self._loop.add_reader(fd, self._readable, fd)
 
     def _readable(self, fd: int) -> None:
-        if not self._gather or fd in self._hurry:
+        since = self._loop.time() - self._last_read.get(fd, -OUTPUT_GATHER_SECONDS)
+        if not self._gather or fd in self._hurry or since >= OUTPUT_GATHER_SECONDS:
             self._read(fd)
             return
         self._loop.remove_reader(fd)
-        self._later[fd] = self._loop.call_later(OUTPUT_GATHER_SECONDS, self._gathered, fd)
+        self._later[fd] = self._loop.call_later(OUTPUT_GATHER_SECONDS - since, self._gathered, fd)
 
     def _gathered(self, fd: int) -> None:
         del self._later[fd]
@@ -856,6 +858,7 @@ class _Streams:
         if not chunk:
             self._close(fd)
             return 0
+        self._last_read[fd] = self._loop.time()
         buffer, name = self._open[fd]
         buffer.write(chunk)
         if self._on_output is not None:

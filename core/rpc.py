@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
@@ -86,6 +86,7 @@ def _internal_status() -> grpc.Status:
 
 
 Authenticate = Callable[[str, Sequence[tuple[str, Any]]], Any]
+Observe = Callable[[grpc.StatusCode, float], None]
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -147,17 +148,30 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     @staticmethod
     def _failure(
-        method: str, context: grpc.aio.ServicerContext, exc: Exception
+        method: str, context: grpc.aio.ServicerContext, exc: BaseException
     ) -> tuple[grpc.StatusCode, grpc.Status | None]:
-        """An RPC's error → its code and the status to abort with (None: already aborted)."""
+        """An RPC's error → its code and the status to abort with (None: re-raise it)."""
         if isinstance(exc, errors.JobmeshError):
             code = status_code_of(exc)
             _log_error(method, exc, code)
             return code, to_grpc_status(exc)
         if isinstance(exc, grpc.aio.AbortError):
             return context.code() or grpc.StatusCode.UNKNOWN, None
+        if not isinstance(exc, Exception):  # cancelled, or the client went away
+            return grpc.StatusCode.CANCELLED, None
         log.error("unhandled error in %s", method, exc_info=exc)
         return grpc.StatusCode.INTERNAL, _internal_status()
+
+    async def _fail(
+        self, method: str, context: grpc.aio.ServicerContext, exc: BaseException, observe: Observe, started: float
+    ) -> NoReturn:
+        """Counts a call that failed and ends it with its error's status."""
+        code, status = self._failure(method, context, exc)
+        observe(code, time.perf_counter() - started)
+        if status is None:
+            raise exc
+        await context.abort_with_status(status)
+        raise AssertionError("abort_with_status() ends the call by raising")
 
     # One RPC: context and principal in, errors translated, metrics out. Written
     # out in each wrapper (no context manager): this runs on every call.
@@ -166,17 +180,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
-            code = grpc.StatusCode.OK
             try:
                 self._enter(method, context, needs_auth)
-                return await inner(request, context)
-            except Exception as exc:
-                code, status = self._failure(method, context, exc)
-                if status is None:
-                    raise
-                await context.abort_with_status(status)
-            finally:
-                observe(code, time.perf_counter() - started)
+                response = await inner(request, context)
+            except BaseException as exc:
+                await self._fail(method, context, exc, observe, started)
+            observe(grpc.StatusCode.OK, time.perf_counter() - started)
+            return response
 
         return handle
 
@@ -185,18 +195,13 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
-            code = grpc.StatusCode.OK
             try:
                 self._enter(method, context, needs_auth)
                 async for item in inner(request, context):
                     yield item
-            except Exception as exc:
-                code, status = self._failure(method, context, exc)
-                if status is None:
-                    raise
-                await context.abort_with_status(status)
-            finally:
-                observe(code, time.perf_counter() - started)
+            except BaseException as exc:
+                await self._fail(method, context, exc, observe, started)
+            observe(grpc.StatusCode.OK, time.perf_counter() - started)
 
         return handle
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from core import auth, errors, logs
 from core.rpc import ServiceInterceptor, create_server, stop_server
+from tests.conftest import wait_for
 
 SERVICE = "test.Probe"
 
@@ -35,6 +37,8 @@ async def _unary(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
 
 async def _stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
     yield b"first"
+    if request == b"hang":
+        await asyncio.sleep(60)
     yield _behave(request)
 
 
@@ -117,3 +121,11 @@ async def test_errors_become_statuses_with_details_and_are_counted(channel: grpc
         "INTERNAL": 1,
         "UNAUTHENTICATED": 1,
     }
+
+
+async def test_a_stream_the_client_cancels_is_counted_as_cancelled(channel: grpc.aio.Channel) -> None:
+    before = _handled("Stream", "CANCELLED")
+    call = channel.unary_stream(f"/{SERVICE}/Stream")(b"hang", metadata=GOOD)
+    assert await call.read() == b"first"
+    call.cancel()
+    await wait_for(lambda: _handled("Stream", "CANCELLED") == before + 1, timeout=5)

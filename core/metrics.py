@@ -21,7 +21,10 @@ GRPC_HANDLING = Histogram(
 )
 
 
-def rpc_observer(service: str, method: str) -> Callable[[grpc.StatusCode, float], None]:
+Observe = Callable[[grpc.StatusCode, float], None]
+
+
+def rpc_observer(service: str, method: str) -> Observe:
     """``observe(code, seconds)`` for one method, its labelled series looked up once."""
     handling = GRPC_HANDLING.labels(service, method)
     handled: dict[grpc.StatusCode, Any] = {}

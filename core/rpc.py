@@ -86,7 +86,6 @@ def _internal_status() -> grpc.Status:
 
 
 Authenticate = Callable[[str, Sequence[tuple[str, Any]]], Any]
-Observe = Callable[[grpc.StatusCode, float], None]
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -146,27 +145,28 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if needs_auth and self._authenticate is not None:
             auth.principal_var.set(self._authenticate(method, metadata))
 
-    @staticmethod
-    def _failure(
-        method: str, context: grpc.aio.ServicerContext, exc: BaseException
-    ) -> tuple[grpc.StatusCode, grpc.Status | None]:
-        """An RPC's error → its code and the status to abort with (None: re-raise it)."""
+    async def _fail(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        exc: BaseException,
+        observe: metrics.Observe,
+        started: float,
+    ) -> NoReturn:
+        """Counts a call that failed and ends it: a project error or a bug aborts it
+        with its status (details included); an abort or a cancellation goes on up."""
+        status: grpc.Status | None = None
         if isinstance(exc, errors.JobmeshError):
             code = status_code_of(exc)
             _log_error(method, exc, code)
-            return code, to_grpc_status(exc)
-        if isinstance(exc, grpc.aio.AbortError):
-            return context.code() or grpc.StatusCode.UNKNOWN, None
-        if not isinstance(exc, Exception):  # cancelled, or the client went away
-            return grpc.StatusCode.CANCELLED, None
-        log.error("unhandled error in %s", method, exc_info=exc)
-        return grpc.StatusCode.INTERNAL, _internal_status()
-
-    async def _fail(
-        self, method: str, context: grpc.aio.ServicerContext, exc: BaseException, observe: Observe, started: float
-    ) -> NoReturn:
-        """Counts a call that failed and ends it with its error's status."""
-        code, status = self._failure(method, context, exc)
+            status = to_grpc_status(exc)
+        elif isinstance(exc, grpc.aio.AbortError):
+            code = context.code() or grpc.StatusCode.UNKNOWN
+        elif not isinstance(exc, Exception):  # cancelled, or the client went away
+            code = grpc.StatusCode.CANCELLED
+        else:
+            log.error("unhandled error in %s", method, exc_info=exc)
+            code, status = grpc.StatusCode.INTERNAL, _internal_status()
         observe(code, time.perf_counter() - started)
         if status is None:
             raise exc

@@ -100,24 +100,31 @@ _PREFIX: dict[type[enum.StrEnum], tuple[str, Any]] = {
 }
 
 
+def _enum_tables() -> tuple[dict[enum.StrEnum, int], dict[type[enum.StrEnum], dict[int, Any]]]:
+    """Each domain enum's members and their proto numbers, both ways (worked out once;
+    a member without a proto value fails here, at import)."""
+    to_proto: dict[enum.StrEnum, int] = {}
+    from_proto: dict[type[enum.StrEnum], dict[int, Any]] = {}
+    for cls, (prefix, proto_enum) in _PREFIX.items():
+        from_proto[cls] = {}
+        for member in cls:
+            number: int = proto_enum.Value(prefix + member.value)
+            to_proto[member] = number
+            from_proto[cls][number] = member
+    return to_proto, from_proto
+
+
+_TO_PROTO, _FROM_PROTO = _enum_tables()
+
+
 def enum_to_proto(value: enum.StrEnum | None) -> int:
-    if value is None:
-        return 0
-    prefix, proto_enum = _PREFIX[type(value)]
-    number: int = proto_enum.Value(prefix + value.value)
-    return number
+    return 0 if value is None else _TO_PROTO[value]
 
 
 def enum_from_proto(cls: type[E], number: int) -> E | None:
     """None for the UNSPECIFIED (0) value or an unknown number."""
-    prefix, proto_enum = _PREFIX[cls]
-    if number == 0:
-        return None
-    try:
-        name: str = proto_enum.Name(number)
-    except ValueError:
-        return None
-    return cls(name.removeprefix(prefix))
+    member: E | None = _FROM_PROTO[cls].get(number)
+    return member
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

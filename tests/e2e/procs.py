@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import selectors
 import signal
 import socket
@@ -74,6 +75,20 @@ class Proc:
                     return m
         raise AssertionError(f"{self.name}: no line matching {pattern!r}; output:\n" + "\n".join(self.output[-40:]))
 
+    def read_available(self) -> None:
+        """What the process has written so far, without waiting for it to exit."""
+        if self.popen.stdout is None or self.popen.stdout.closed:
+            return
+        fd = self.popen.stdout.fileno()
+        data = b""
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and select.select([fd], [], [], 0.2)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+        self.output.extend(data.decode(errors="replace").splitlines())
+
     def drain(self) -> None:
         if self.popen.stdout is None or self.popen.stdout.closed:
             return
@@ -92,8 +107,8 @@ class Proc:
         except subprocess.TimeoutExpired:
             self.popen.send_signal(signal.SIGQUIT)  # faulthandler dumps the stacks
             time.sleep(1.0)
+            self.read_available()  # the dump and what came before it (the process still runs)
             self.kill()
-            self.drain()
             raise AssertionError(
                 f"{self.name} still running {timeout} s after SIGTERM:\n" + "\n".join(self.output[-60:])
             ) from None

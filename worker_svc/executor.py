@@ -826,16 +826,15 @@ class _Streams:
         self._open: dict[int, tuple[TailBuffer, str]] = {child.stdout: (out, "stdout"), child.stderr: (err, "stderr")}
         self._on_output = on_output
         self._done: asyncio.Future[None] = self._loop.create_future()
-        self._gather = True
         self._later: dict[int, asyncio.TimerHandle] = {}
-        self._hurry: set[int] = set()
+        self._hurry: set[int] = set()  # streams read as soon as they are readable
         self._last_read: dict[int, float] = {}
         for fd in self._open:
             self._loop.add_reader(fd, self._readable, fd)
 
     def _readable(self, fd: int) -> None:
         since = self._loop.time() - self._last_read.get(fd, -OUTPUT_GATHER_SECONDS)
-        if not self._gather or fd in self._hurry or since >= OUTPUT_GATHER_SECONDS:
+        if fd in self._hurry or since >= OUTPUT_GATHER_SECONDS:
             self._read(fd)
             return
         self._loop.remove_reader(fd)
@@ -878,7 +877,7 @@ class _Streams:
     async def drained(self, timeout: float) -> None:
         """After the child ended: until both streams reached EOF, at most ``timeout``;
         then stop reading."""
-        self._gather = False
+        self._hurry.update(self._open)
         for fd, later in list(self._later.items()):
             later.cancel()
             self._gathered(fd)

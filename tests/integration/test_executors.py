@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import os
 import re
 import signal
@@ -16,6 +17,7 @@ import pytest
 
 from tests.conftest import wait_for
 from worker_svc.executor import (
+    OUTPUT_GATHER_SECONDS,
     ExecResult,
     ExecutorError,
     ForkServerExecutor,
@@ -370,3 +372,16 @@ async def test_lines_printed_close_together_arrive_together_and_live(executor: I
     ticks = [at for at, chunk in arrivals if b"tick" in chunk]
     assert len(ticks) < 10, f"20 lines in ~40 ms came in {len(ticks)} reads"
     assert ended - ticks[-1] > 0.3, "the lines arrived while the script ran, not at its end"
+
+
+async def test_a_fast_writer_is_read_as_it_writes(executor: IsolatingExecutor) -> None:
+    # Reading at most once per gathering interval would cap a script's output at one
+    # pipe's worth per interval; a stream that fills up is read without waiting.
+    reads: list[float] = []
+    loop = asyncio.get_running_loop()
+    script = "import sys\nline = 'y' * 1023 + '\\n'\nfor _ in range(8192):\n    sys.stdout.write(line)\n"
+    result = await executor.run(script, 30, asyncio.Event(), lambda stream, chunk: reads.append(loop.time()))
+    assert result.outcome is Outcome.SUCCEEDED
+    gaps = [b - a for a, b in itertools.pairwise(reads)]
+    quick = sum(gap < OUTPUT_GATHER_SECONDS / 2 for gap in gaps)
+    assert quick > len(gaps) / 2, f"{quick} of {len(gaps)} reads followed the previous one within half an interval"

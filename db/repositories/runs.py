@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -86,8 +86,9 @@ _JOBS_WITHOUT_SCRIPT = select(*JOB_WITHOUT_SCRIPT).where(JobRow.id.in_(bindparam
 
 async def jobs_by_id(conn: AsyncConnection, ids: Iterable[str], *, script: bool = False) -> dict[str, Job]:
     """The jobs with these ids; without their scripts (up to 256 KiB each) unless asked."""
-    rows = (await conn.execute(_JOBS if script else _JOBS_WITHOUT_SCRIPT, {"job_ids": list(set(ids))})).all()
-    return {r.id: job_from_row(r) for r in rows}
+    result = await conn.execute(_JOBS if script else _JOBS_WITHOUT_SCRIPT, {"job_ids": list(set(ids))})
+    names = tuple(result.keys())
+    return {r.id: job_from_row(r, names) for r in result.all()}
 
 
 _INSERT_RUNS = insert(RunRow).prefix_with("IGNORE", dialect="mysql").prefix_with("OR IGNORE", dialect="sqlite")
@@ -152,7 +153,6 @@ class FinishOutcome:
     accepted: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     retries: list[Run] = field(default_factory=list)
-    finished: list[Run] = field(default_factory=list)
 
 
 class DispatchBatch:
@@ -369,48 +369,34 @@ class RunRepository:
     ) -> None:  # fmt: skip
         """Retries and job completion for runs that just ended: ``ended`` pairs each
         locked row (as read before the update) with the result written to it."""
-        runs = [
-            replace(
-                run_from_row(row),
-                status=res.status,
-                finished_at=now,
-                exit_code=res.exit_code,
-                error=res.error[:1000],
-                started_at=res.started_at or row.started_at,
-            )
-            for row, res in ended
-        ]
-        rows = [row for row, _ in ended]
-        outcome.finished.extend(runs)
-        jobs = await jobs_by_id(conn, (r.job_id for r in runs))
+        jobs = await jobs_by_id(conn, (row.job_id for row, _ in ended))
         retries: list[Run] = []
         completed: list[str] = []
-        cancelled = {r.id for r in rows if r.cancel_requested}
-        for run in runs:
-            job = jobs.get(run.job_id)
+        for row, res in ended:
+            job = jobs.get(row.job_id)
             if job is None:
                 continue
             retry = (
-                run.status.is_retryable
-                and run.id not in cancelled
-                and run.attempt < job.retry_policy.max_attempts
+                res.status.is_retryable
+                and not row.cancel_requested
+                and row.attempt < job.retry_policy.max_attempts
                 and job.state is not JobState.DELETED
             )
             if retry:
-                delay = job.retry_policy.delay(run.attempt, rng)
+                delay = job.retry_policy.delay(row.attempt, rng)
                 retries.append(
                     Run(
                         id=new_id(),
-                        job_id=run.job_id,
-                        attempt=run.attempt + 1,
+                        job_id=row.job_id,
+                        attempt=row.attempt + 1,
                         status=RunStatus.PENDING,
                         trigger=RunTrigger.RETRY,
-                        scheduled_at=run.scheduled_at,
+                        scheduled_at=row.scheduled_at,
                         due_at=now + timedelta(seconds=delay),
                         queue=job.queue,
                     )
                 )
-            elif job.job_type is JobType.ONE_TIME and run.trigger is not RunTrigger.MANUAL:
+            elif job.job_type is JobType.ONE_TIME and row.trigger != RunTrigger.MANUAL.value:
                 completed.append(job.id)
         await insert_runs(conn, retries, now)
         outcome.retries.extend(retries)

@@ -20,6 +20,12 @@ directory, rlimits, dropped privileges — then runs the script as ``__main__`` 
 exits the way an interpreter would (SystemExit codes, traceback and status 1 on an
 uncaught exception, atexit handlers, non-daemon threads joined, files flushed).
 
+A script is compiled once per source text in the helper, before forking, so a job
+that runs again (a recurring job) skips the compiler: in the child, compiling costs
+more than the fork, and its allocations copy pages. A script that is large, does not
+compile or warns while compiling is left to the child, which compiles it and reports
+as an interpreter would.
+
 The helper is single-threaded, so forking is safe. Children are reaped in the main
 loop (SIGCHLD only wakes it through the wakeup fd), so no message is ever written
 from a signal handler; what a run left in its process group is killed before its
@@ -29,7 +35,9 @@ helper kills every running child's group and exits.
 
 from __future__ import annotations
 
+import _imp
 import _signal  # type: ignore[import-not-found]  # signal.signal without its enum wrapper
+import gc
 import marshal
 import os
 import resource
@@ -44,6 +52,10 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_MESSAGE = 1 << 16
+# Compiled scripts kept by the helper (its memory is copied into every fork's page
+# tables, so the cache stays small): the most recently run sources up to this size.
+CACHED_SCRIPTS = 32
+MAX_CACHED_SOURCE = 1 << 16
 LIMITS = (
     resource.RLIMIT_CPU,
     resource.RLIMIT_AS,
@@ -125,7 +137,9 @@ def _isolate(
         os.setuid(uid)
 
 
-def _run_script(script: str) -> int:
+def _run_script(script: str, code: Any) -> int:
+    """Runs ``script`` as ``__main__``: ``code`` if the helper compiled it (from
+    another path: the file names in it become this one), else compiled here."""
     main = type(sys)("__main__")
     main.__file__ = script
     main.__builtins__ = __builtins__  # type: ignore[attr-defined]
@@ -134,9 +148,12 @@ def _run_script(script: str) -> int:
     line_buffered()
     status = 0
     try:
-        with open(script, "rb") as fh:
-            # dont_inherit: this module's own __future__ imports are not the script's.
-            code = compile(fh.read(), script, "exec", dont_inherit=True)
+        if code is None:
+            with open(script, "rb") as fh:
+                # dont_inherit: this module's own __future__ imports are not the script's.
+                code = compile(fh.read(), script, "exec", dont_inherit=True)
+        else:
+            _imp._fix_co_filename(code, script)  # type: ignore[attr-defined]  # as importlib does for a .pyc
         exec(code, main.__dict__)
     except SystemExit as exc:
         status = _exit_status(exc.code)
@@ -160,8 +177,6 @@ def _finalize(main: Any, status: int) -> int:
 
         atexit._run_exitfuncs()
         main.__dict__.clear()
-        import gc
-
         gc.collect()
     except SystemExit as exc:
         status = _exit_status(exc.code)
@@ -176,7 +191,9 @@ def _finalize(main: Any, status: int) -> int:
     return status
 
 
-def _child(request: tuple[Any, ...], env: tuple[list[str], list[tuple[str, str]]], out_fd: int, err_fd: int) -> None:
+def _child(
+    request: tuple[Any, ...], env: tuple[list[str], list[tuple[str, str]]], code: Any, out_fd: int, err_fd: int
+) -> None:
     """Runs in the forked child; never returns."""
     status = 127
     try:
@@ -188,7 +205,7 @@ def _child(request: tuple[Any, ...], env: tuple[list[str], list[tuple[str, str]]
         os.dup2(err_fd, 2)
         os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         _isolate(workdir, env, cgroup_procs, uid, gid, limits)
-        status = _run_script(script)
+        status = _run_script(script, code)
     except BaseException:
         try:
             sys.excepthook(*sys.exc_info())
@@ -214,6 +231,7 @@ class Server:
         self.cgroups = cgroups
         self.environ = dict(os.environ)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.compiled: dict[bytes, Any] = {}  # source -> code, least recently run first
 
     def send(self, *fields: Any) -> None:
         self.sock.sendall(encode(*fields))
@@ -268,16 +286,49 @@ class Server:
             self.send("error", token, "expected two output descriptors")
             return
         env = environment_changes(self.environ, request[4])
+        code = self.compiled_script(request[3])
         try:
             pid = os.fork()
         except OSError as exc:
             self.send("error", token, f"fork failed: {exc}")
             return
         if pid == 0:
-            _child(request, env, fds[0], fds[1])
+            _child(request, env, code, fds[0], fds[1])
         self.running[pid] = token
         self.pids[token] = pid
         self.send("started", token, pid)
+
+    def compiled_script(self, script: str) -> Any:
+        """The script's code, compiled here once per source text; None for the child
+        to compile: a large script, or one that does not compile or warns (the child
+        reports either on the run's stderr)."""
+        try:
+            fd = os.open(script, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                source = os.read(fd, MAX_CACHED_SOURCE + 1)
+                if len(source) > MAX_CACHED_SOURCE or os.read(fd, 1):
+                    return None
+            finally:
+                os.close(fd)
+        except OSError:
+            return None
+        code = self.compiled.pop(source, None)
+        if code is None:
+            import warnings
+
+            with warnings.catch_warnings(record=True) as warned:
+                warnings.simplefilter("always")
+                try:
+                    code = compile(source, script, "exec", dont_inherit=True)  # as _run_script does
+                except Exception:  # SyntaxError, ValueError (a null byte), RecursionError, ...
+                    return None
+            if warned:
+                return None
+            if len(self.compiled) >= CACHED_SCRIPTS:
+                del self.compiled[next(iter(self.compiled))]
+            gc.freeze()  # as in warm_up: the children's collections leave it alone
+        self.compiled[source] = code
+        return code
 
     def kill(self, token: int) -> None:
         pid = self.pids.get(token)
@@ -354,7 +405,6 @@ def warm_up() -> None:
     pages: the compiler's first use initialises its tables, and freezing the heap
     keeps the children's collections from touching (and so copying) it."""
     import atexit  # noqa: F401 - imported by every child at exit
-    import gc
 
     compile("pass", "<warm-up>", "exec")
     gc.collect()

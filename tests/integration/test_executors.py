@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import itertools
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import wait_for
+from worker_svc import forkserver
 from worker_svc.executor import (
     OUTPUT_GATHER_SECONDS,
     ExecResult,
@@ -95,6 +98,48 @@ async def test_tracebacks_start_in_the_script_and_name_its_own_file(executor: Is
         assert f'File "{path}", line 4' in result.stderr and f'File "{path}", line 3, in fail' in result.stderr
         assert result.error == "ValueError: True" and "<string>" not in result.stderr, "no frame of the executor's"
     assert len({r.stderr for r in results}) >= 2, "concurrent runs, each in its own directory"
+
+
+async def test_a_script_that_runs_again_runs_as_the_first_time(executor: IsolatingExecutor) -> None:
+    # The fork server compiles a source once: each later run still names its own file,
+    # and what the compiler warns reaches every run's stderr.
+    script = "def where():\n    return __file__ == where.__code__.co_filename\nprint(where(), __file__)\n"
+    results = [await run(executor, script) for _ in range(2)]
+    results += await asyncio.gather(*(run(executor, script) for _ in range(3)))
+    assert [r.stdout.split()[0] for r in results] == ["True"] * 5, [r.stderr for r in results]
+    assert len({r.stdout for r in results}) >= 2, "runs from more than one directory"
+    for _ in range(2):
+        warned = await run(executor, "x = 1\nprint(x is 1)\n")
+        assert warned.stdout == "True\n" and 'job.py:2: SyntaxWarning: "is" with a literal' in warned.stderr
+
+
+def test_the_fork_server_keeps_the_code_of_the_latest_sources(tmp_path: Path) -> None:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    server = forkserver.Server(ours, "", "")
+
+    def script(name: str, source: bytes) -> str:
+        (tmp_path / name).write_bytes(source)
+        return str(tmp_path / name)
+
+    try:
+        first = server.compiled_script(script("a.py", b"print(1)\n"))
+        assert first is not None and server.compiled_script(script("b.py", b"print(1)\n")) is first, "any path"
+        assert server.compiled_script(script("big.py", b"#" * forkserver.MAX_CACHED_SOURCE + b"\n")) is None
+        assert server.compiled_script(script("bad.py", b"def broken(:\n")) is None, "the child reports it"
+        assert server.compiled_script(script("warns.py", b"print(1 is 1)\n")) is None, "the child warns"
+        assert server.compiled_script(str(tmp_path / "missing.py")) is None
+        assert list(server.compiled) == [b"print(1)\n"]
+        for i in range(forkserver.CACHED_SCRIPTS):
+            server.compiled_script(script(f"{i}.py", b"x = %d\n" % i))
+        assert len(server.compiled) == forkserver.CACHED_SCRIPTS and b"print(1)\n" not in server.compiled
+        server.compiled_script(script("c.py", b"x = 0\n"))  # run again: now the latest
+        assert list(server.compiled)[-1] == b"x = 0\n"
+    finally:
+        gc.unfreeze()
+        for end in (ours, theirs):
+            end.close()
+        os.close(server.wake_r)
+        os.close(server.wake_w)
 
 
 async def test_exit_runs_atexit_joins_threads_and_flushes_files(executor: IsolatingExecutor) -> None:

@@ -71,6 +71,9 @@ for i = 3, #KEYS do
 end
 """
 RESULT_RETRY_SECONDS = 1.0
+# While results keep coming, a write of them waits this long for more: fewer, larger
+# transactions. The slot is free already; only the result row is this much later.
+RESULT_LINGER_SECONDS = 0.03
 # A run taken ahead (prefetched) that finds no free slot this long after its due
 # time goes back to the queue for another worker.
 PREFETCH_HOLD_SECONDS = 1.0
@@ -128,7 +131,7 @@ class Worker:
         self._started_logs = redis.register_script(STARTED_LOGS)
         self._finished = redis.register_script(FINISHED)
         self._starter: Batcher[tuple[str, datetime], Started | None] = Batcher(self._start_batch)
-        self._finisher: Batcher[tuple[RunResult, bytes], bool] = Batcher(self._finish_batch, linger=0.01)
+        self._finisher: Batcher[tuple[RunResult, bytes], bool] = Batcher(self._finish_batch, linger=RESULT_LINGER_SECONDS)
         self._live: Batcher[tuple[str, str, str], None] = Batcher(self._publish_batch)
         self._user_cancelled: set[str] = set()
 

@@ -1,7 +1,8 @@
 """Live run output through Redis Streams: the worker appends, WatchRun reads.
 
-Stream ``jobmesh:runlog:{run}`` holds entries ``{k: out|err|status|end, d: data}``;
-it is capped and expires, since the database keeps the captured tails for good.
+Stream ``jobmesh:runlog:{run}`` holds entries ``{k: out|err|status|end, d: data}``
+(the worker appends them in Lua scripts, a batch of runs per round trip); it is capped
+and expires, since the database keeps the captured tails for good.
 """
 
 from __future__ import annotations
@@ -23,14 +24,6 @@ class LogEntry:
     id: str
     kind: str
     data: str
-
-
-def queue_append(pipe: Any, run_id: str, entries: list[tuple[str, str]]) -> None:
-    """Add the appends to a caller's pipeline (one round trip for many runs)."""
-    key = keys.run_log_channel(run_id)
-    for kind, data in entries:
-        pipe.xadd(key, {"k": kind, "d": data}, maxlen=MAX_ENTRIES, approximate=True)
-    pipe.expire(key, TTL_SECONDS)
 
 
 async def read(redis: Redis, run_id: str, after: str, block_ms: int | None) -> list[LogEntry]:

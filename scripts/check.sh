@@ -3,7 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== ruff"; ruff format --check . && ruff check .
+echo "== ruff"
+ruff format --check .
+ruff check .
 echo "== mypy"; mypy .
 echo "== generated code is up to date"
 python scripts/gen_protos.py >/dev/null 2>&1

@@ -57,6 +57,20 @@ for i = 1, n do
 end
 return flags
 """
+# Live output of a batch, one round trip (one reply, where a pipeline has two per
+# run). KEYS: each run's live log; ARGV: ttl, max entries, then per run: how many
+# entries, then each entry's kind and text.
+APPEND_LOGS = """
+local at = 3
+for i = 1, #KEYS do
+  local n = tonumber(ARGV[at])
+  for j = 1, n do
+    redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2], '*', 'k', ARGV[at + 2 * j - 1], 'd', ARGV[at + 2 * j])
+  end
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+  at = at + 1 + 2 * n
+end
+"""
 # The Redis side of a batch of results, one round trip. KEYS: this worker's
 # processing list, the in-flight set, then each run's live log; ARGV: ttl, max
 # entries, the end entry's kind, then per run: its final status, its queue message,
@@ -130,8 +144,11 @@ class Worker:
         self._pop_many = redis.register_script(POP_MANY)
         self._started_logs = redis.register_script(STARTED_LOGS)
         self._finished = redis.register_script(FINISHED)
+        self._append_logs = redis.register_script(APPEND_LOGS)
         self._starter: Batcher[tuple[str, datetime], Started | None] = Batcher(self._start_batch)
-        self._finisher: Batcher[tuple[RunResult, bytes], bool] = Batcher(self._finish_batch, linger=RESULT_LINGER_SECONDS)
+        self._finisher: Batcher[tuple[RunResult, bytes], bool] = Batcher(
+            self._finish_batch, linger=RESULT_LINGER_SECONDS
+        )
         self._live: Batcher[tuple[str, str, str], None] = Batcher(self._publish_batch)
         self._user_cancelled: set[str] = set()
 
@@ -398,11 +415,13 @@ class Worker:
                 entries[-1][1].append(text)
             else:
                 entries.append((kind, [text]))
+        args: list[Any] = [runlog.TTL_SECONDS, runlog.MAX_ENTRIES]
+        for entries in by_run.values():
+            args.append(len(entries))
+            for kind, texts in entries:
+                args += (kind, "".join(texts))
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for run_id, entries in by_run.items():
-                    runlog.queue_append(pipe, run_id, [(kind, "".join(texts)) for kind, texts in entries])
-                await pipe.execute()
+            await self._append_logs(keys=[keys.run_log_channel(run_id) for run_id in by_run], args=args)
         except (RedisError, OSError) as exc:
             log.debug("live output of %d run(s) not published: %s", len(by_run), exc)
         return [None] * len(items)

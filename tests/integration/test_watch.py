@@ -6,6 +6,9 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.asyncio import Redis
+
+from core import keys, runlog
 from gen.jobmesh.v1 import job_pb2, run_pb2
 from tests.conftest import Client, Mesh, wait_for
 from tests.integration.engine import running_worker
@@ -100,3 +103,23 @@ async def test_a_character_split_across_writes_arrives_whole(mesh: Mesh) -> None
     )
     events = await watch_new_run(mesh, user, "w-utf8", script)
     assert text(events, run_pb2.LOG_STREAM_STDOUT) == "café ok\n"
+
+
+async def test_live_output_of_many_runs_is_appended_in_one_batch_in_order(mesh: Mesh, redis: Redis) -> None:
+    async with running_worker(mesh.app.settings, "w-batch") as worker:
+        await worker._publish_batch(
+            [
+                ("r1", runlog.OUT, "a1\n"),
+                ("r2", runlog.ERR, "b1\n"),
+                ("r1", runlog.OUT, "a2\n"),
+                ("r1", runlog.ERR, "a3\n"),
+                ("r2", runlog.ERR, "b2\n"),
+                ("r1", runlog.OUT, "a4 é\n"),
+            ]
+        )
+    first = [(e.kind, e.data) for e in await runlog.read(redis, "r1", "0", None)]
+    second = [(e.kind, e.data) for e in await runlog.read(redis, "r2", "0", None)]
+    assert first == [(runlog.OUT, "a1\na2\n"), (runlog.ERR, "a3\n"), (runlog.OUT, "a4 é\n")]
+    assert second == [(runlog.ERR, "b1\nb2\n")]
+    for run_id in ("r1", "r2"):
+        assert 0 < await redis.ttl(keys.run_log_channel(run_id)) <= runlog.TTL_SECONDS

@@ -104,49 +104,39 @@ async def minimal(url: str, n: int) -> dict[str, object]:
             raw: Any = (await conn.get_raw_connection()).driver_connection
             cursor = raw.cursor()
 
+            async def sql(statement: str, *params: Any) -> list[Any]:
+                await cursor.execute(statement, params)
+                return list(await cursor.fetchall())
+
             async def work() -> None:
-                while True:
-                    await cursor.execute(
-                        "SELECT id, job_id FROM run WHERE status = 'PENDING' AND due_at <= NOW(6)"
-                        f" ORDER BY due_at LIMIT {BATCH} FOR UPDATE SKIP LOCKED"
-                    )
-                    claimed = list(await cursor.fetchall())
-                    if not claimed:
-                        await raw.commit()
-                        return
-                    ids = [r[0] for r in claimed]
-                    jobs = [r[1] for r in claimed]
-                    await cursor.execute(
-                        f"UPDATE run SET status = 'QUEUED', queued_at = NOW(6) WHERE id IN ({marks(len(ids))})", ids
-                    )
+                while claimed := await sql(
+                    "SELECT id, job_id FROM run WHERE status = 'PENDING' AND due_at <= NOW(6)"
+                    f" ORDER BY due_at LIMIT {BATCH} FOR UPDATE SKIP LOCKED"
+                ):
+                    ids, jobs = [r[0] for r in claimed], [r[1] for r in claimed]
+                    in_ids, in_jobs = marks(len(ids)), marks(len(jobs))
+                    # The dispatcher's claim.
+                    await sql(f"UPDATE run SET status = 'QUEUED', queued_at = NOW(6) WHERE id IN ({in_ids})", *ids)
                     await raw.commit()
-                    await cursor.execute(
-                        "UPDATE run SET status = 'RUNNING', worker_id = 'w', fencing_token = %s,"
-                        f" started_at = NOW(6) WHERE id IN ({marks(len(ids))}) AND status = 'QUEUED'",
-                        ["t", *ids],
+                    # The worker's fenced take, and the scripts.
+                    await sql(
+                        "UPDATE run SET status = 'RUNNING', worker_id = 'w', fencing_token = 't', started_at = NOW(6)"
+                        f" WHERE id IN ({in_ids}) AND status = 'QUEUED'",
+                        *ids,
                     )
-                    await cursor.execute(
-                        f"SELECT id, job_id FROM run WHERE id IN ({marks(len(ids))}) AND fencing_token = %s",
-                        [*ids, "t"],
-                    )
-                    await cursor.fetchall()
-                    await cursor.execute(f"SELECT id, script FROM job WHERE id IN ({marks(len(jobs))})", jobs)
-                    await cursor.fetchall()
+                    await sql(f"SELECT id, job_id FROM run WHERE id IN ({in_ids}) AND fencing_token = 't'", *ids)
+                    await sql(f"SELECT id, script FROM job WHERE id IN ({in_jobs})", *jobs)
                     await raw.commit()
-                    await cursor.execute(
-                        f"SELECT id, fencing_token FROM run WHERE id IN ({marks(len(ids))}) FOR UPDATE", ids
-                    )
-                    await cursor.fetchall()
-                    await cursor.execute(
+                    # The fenced result, and the one-time job's completion.
+                    await sql(f"SELECT id, fencing_token FROM run WHERE id IN ({in_ids}) FOR UPDATE", *ids)
+                    await sql(
                         "UPDATE run SET status = 'SUCCEEDED', finished_at = NOW(6), exit_code = 0"
-                        f" WHERE id IN ({marks(len(ids))})",
-                        ids,
+                        f" WHERE id IN ({in_ids})",
+                        *ids,
                     )
-                    await cursor.execute(
-                        f"UPDATE job SET state = 'COMPLETED' WHERE id IN ({marks(len(jobs))}) AND state = 'ACTIVE'",
-                        jobs,
-                    )
+                    await sql(f"UPDATE job SET state = 'COMPLETED' WHERE id IN ({in_jobs}) AND state = 'ACTIVE'", *jobs)
                     await raw.commit()
+                await raw.commit()
 
             return await measured(n, work)
     finally:

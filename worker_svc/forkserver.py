@@ -52,10 +52,13 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_MESSAGE = 1 << 16
-# Compiled scripts kept by the helper (its memory is copied into every fork's page
-# tables, so the cache stays small): the most recently run sources up to this size.
+# Compiled scripts kept by the helper, the most recently run first. Code takes about
+# ten times its source in memory, and the helper's memory is mapped into every fork
+# (copying the page tables is most of a fork's cost), so the cache stays small: at
+# most 32 sources of up to 32 KiB, 128 KiB in all (about 1.3 MB of code).
 CACHED_SCRIPTS = 32
-MAX_CACHED_SOURCE = 1 << 16
+MAX_CACHED_SOURCE = 32 << 10
+CACHED_SOURCE_BYTES = 128 << 10
 LIMITS = (
     resource.RLIMIT_CPU,
     resource.RLIMIT_AS,
@@ -232,6 +235,7 @@ class Server:
         self.environ = dict(os.environ)
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.compiled: dict[bytes, Any] = {}  # source -> code, least recently run first
+        self.compiled_bytes = 0  # their sources' total size
 
     def send(self, *fields: Any) -> None:
         self.sock.sendall(encode(*fields))
@@ -324,8 +328,13 @@ class Server:
                     return None
             if warned:
                 return None
-            if len(self.compiled) >= CACHED_SCRIPTS:
-                del self.compiled[next(iter(self.compiled))]
+            while self.compiled and (
+                len(self.compiled) >= CACHED_SCRIPTS or self.compiled_bytes + len(source) > CACHED_SOURCE_BYTES
+            ):
+                oldest = next(iter(self.compiled))
+                del self.compiled[oldest]
+                self.compiled_bytes -= len(oldest)
+            self.compiled_bytes += len(source)
             gc.freeze()  # as in warm_up: the children's collections leave it alone
         self.compiled[source] = code
         return code

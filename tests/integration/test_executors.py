@@ -134,6 +134,11 @@ def test_the_fork_server_keeps_the_code_of_the_latest_sources(tmp_path: Path) ->
         assert len(server.compiled) == forkserver.CACHED_SCRIPTS and b"print(1)\n" not in server.compiled
         server.compiled_script(script("c.py", b"x = 0\n"))  # run again: now the latest
         assert list(server.compiled)[-1] == b"x = 0\n"
+        large = [b"#%d\n" % i + b"#" * (forkserver.MAX_CACHED_SOURCE - 8) + b"\n" for i in range(5)]
+        for i, source in enumerate(large):
+            assert server.compiled_script(script(f"large{i}.py", source)) is not None
+        assert list(server.compiled) == large[1:], "128 KiB of sources in all: the oldest went first"
+        assert server.compiled_bytes == sum(map(len, large[1:])) <= forkserver.CACHED_SOURCE_BYTES
     finally:
         gc.unfreeze()
         for end in (ours, theirs):

@@ -87,6 +87,17 @@ class SkipReason(enum.StrEnum):
 
 
 E = TypeVar("E", bound=enum.StrEnum)
+T = TypeVar("T")
+
+
+def assembled(kind: type[T], fields: dict[str, Any]) -> T:
+    """A frozen dataclass from values that already hold every field, typed, without
+    its generated ``__init__`` (which sets each field through ``object.__setattr__``):
+    for copies and database rows on hot paths."""
+    obj = object.__new__(kind)
+    vars(obj).update(fields)
+    return obj
+
 
 _PREFIX: dict[type[enum.StrEnum], tuple[str, Any]] = {
     JobType: ("JOB_TYPE_", job_pb2.JobType),
@@ -270,9 +281,7 @@ class Job:
         unknown = changes.keys() - _JOB_FIELDS
         if unknown:
             raise TypeError(f"Job has no field {', '.join(sorted(unknown))}")
-        job = object.__new__(Job)
-        vars(job).update(vars(self), **changes)
-        return job
+        return assembled(Job, {**vars(self), **changes})
 
 
 _JOB_FIELDS = frozenset(f.name for f in dataclass_fields(Job))

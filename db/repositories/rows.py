@@ -1,9 +1,8 @@
 """Database rows → domain objects (shared by the repositories).
 
 Every run on the hot path is read this way three times (claimed, taken, finished), so
-the objects are assembled directly: enum members looked up by value in a dict, and
-the frozen dataclasses filled without their generated ``__init__`` (which sets each
-field through ``object.__setattr__``). A row holds every field, already typed.
+the objects are built directly: enum members looked up by value in a dict, and the
+frozen dataclasses ``assembled`` without their generated ``__init__``.
 """
 
 from __future__ import annotations
@@ -23,9 +22,9 @@ from core.domain import (
     Run,
     RunStatus,
     RunTrigger,
+    assembled,
 )
 
-T = TypeVar("T")
 E = TypeVar("E", bound=enum.Enum)
 
 
@@ -42,18 +41,12 @@ _RUN_STATUS = _members(RunStatus)
 _RUN_TRIGGER = _members(RunTrigger)
 
 
-def _assemble(kind: type[T], fields: dict[str, Any]) -> T:
-    obj = object.__new__(kind)
-    vars(obj).update(fields)
-    return obj
-
-
 def job_from_row(row: Any, names: Sequence[str] | None = None) -> Job:
     # One dict, not an attribute lookup per column: a row without a column (the
     # script, the cursor) would raise and catch an AttributeError for each. ``names``,
     # the result's keys, saves working them out again for every row.
     r = dict(zip(names, row, strict=True)) if names is not None else row._asdict()
-    retry = _assemble(
+    retry = assembled(
         RetryPolicy,
         {
             "max_attempts": r["retry_max_attempts"],
@@ -63,7 +56,7 @@ def job_from_row(row: Any, names: Sequence[str] | None = None) -> Job:
             "multiplier": r["retry_multiplier"],
         },
     )
-    return _assemble(
+    return assembled(
         Job,
         {
             "id": r["id"],
@@ -91,7 +84,7 @@ def job_from_row(row: Any, names: Sequence[str] | None = None) -> Job:
 
 
 def run_from_row(row: Any) -> Run:
-    return _assemble(
+    return assembled(
         Run,
         {
             "id": row.id,

@@ -85,6 +85,7 @@ for i = 3, #KEYS do
 end
 """
 RESULT_RETRY_SECONDS = 1.0
+LOOPS_STOP_SECONDS = 2.0
 # While results keep coming, a write of them waits this long for more: fewer, larger
 # transactions. The slot is free already; only the result row is this much later.
 RESULT_LINGER_SECONDS = 0.03
@@ -178,9 +179,13 @@ class Worker:
                 log.warning("run handler did not stop in time; cancelling it")
                 task.cancel()
             await asyncio.gather(*self._handlers, return_exceptions=True)
-        for task in tasks[:2]:
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks[:2], return_exceptions=True)
+        # A Redis read can miss its cancellation (the pub/sub listener was seen to): the
+        # stop does not wait on the background loops for more than a moment.
+        _, stuck = await asyncio.wait(tasks, timeout=LOOPS_STOP_SECONDS)
+        if stuck:
+            log.warning("%d background loop(s) did not stop when cancelled; leaving them", len(stuck))
         with contextlib.suppress(RedisError, OSError):
             await self._redis.zrem(keys.WORKERS, self.config.worker_id)
         await self._starter.close()

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
+import pytest
 from sqlalchemy import select, update
 
 from core.domain import RunStatus
@@ -18,6 +19,7 @@ from gen.jobmesh.v1 import job_pb2, run_pb2
 from tests.conftest import Client, Mesh, wait_for
 from tests.integration.engine import running_worker
 from tests.integration.jobhelp import one_time, recurring
+from worker_svc.worker import Worker
 
 
 async def runs_of(client: Client, job_id: str) -> list[run_pb2.Run]:
@@ -480,3 +482,31 @@ async def test_a_prefetched_run_without_a_slot_goes_to_another_worker(mesh: Mesh
             assert await _run_in(user, long.id, run_pb2.RUN_STATUS_RUNNING) is not None, "long still running"
     assert statuses(done) == ["SUCCEEDED"] and done[0].attempt == 1
     assert done[0].worker_id == "w-idle", "given back after the hold and run by the idle worker"
+
+
+async def test_a_loop_that_misses_its_cancellation_does_not_hold_up_the_stop(
+    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a Redis read that misses its cancellation: the worker still stops, and in
+    # time (running_worker waits at most 15 s for it).
+    deaf: list[asyncio.Task[None]] = []
+    missed = asyncio.Event()
+
+    async def deaf_listener(self: Worker) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        deaf.append(task)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            missed.set()
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(Worker, "_cancel_listener", deaf_listener)
+    try:
+        async with running_worker(mesh.app.settings, "w-deaf"):
+            await wait_for(lambda: deaf)
+        assert missed.is_set() and not deaf[0].done()
+    finally:
+        for task in deaf:
+            task.cancel()

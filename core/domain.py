@@ -50,6 +50,11 @@ class OverlapPolicy(enum.StrEnum):
     REPLACE = "REPLACE"
 
 
+class Network(enum.StrEnum):
+    NONE = "NONE"
+    HOST = "HOST"
+
+
 class RunStatus(enum.StrEnum):
     PENDING = "PENDING"
     QUEUED = "QUEUED"
@@ -105,6 +110,7 @@ _PREFIX: dict[type[enum.StrEnum], tuple[str, Any]] = {
     RetryStrategy: ("RETRY_STRATEGY_", job_pb2.RetryStrategy),
     MisfirePolicy: ("MISFIRE_POLICY_", job_pb2.MisfirePolicy),
     OverlapPolicy: ("OVERLAP_POLICY_", job_pb2.OverlapPolicy),
+    Network: ("NETWORK_", job_pb2.Network),
     RunStatus: ("RUN_STATUS_", run_pb2.RunStatus),
     RunTrigger: ("RUN_TRIGGER_", run_pb2.RunTrigger),
     Role: ("ROLE_", auth_pb2.Role),
@@ -136,6 +142,11 @@ def enum_from_proto(cls: type[E], number: int) -> E | None:
     """None for the UNSPECIFIED (0) value or an unknown number."""
     member: E | None = _FROM_PROTO[cls].get(number)
     return member
+
+
+def _unknown_number(cls: type[enum.StrEnum], number: int) -> int | None:
+    """``number`` when it is neither UNSPECIFIED (0) nor a value of ``cls``, else None."""
+    return number if number and number not in _FROM_PROTO[cls] else None
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -230,8 +241,11 @@ class Job:
     update_time: datetime | None = None
     max_lateness_seconds: int = 0
     next_fire_time: datetime | None = None
+    network: Network = Network.NONE
     # Raw numbers as the client sent them, kept for validation messages.
     raw_multiplier: float | None = None
+    # The network number the client sent when it names no Network (else None).
+    raw_network: int | None = None
 
     def to_proto(self) -> job_pb2.Job:
         return job_pb2.Job(
@@ -254,6 +268,7 @@ class Job:
             update_time=ts_to_proto(self.update_time),
             max_lateness_seconds=self.max_lateness_seconds,
             next_fire_time=ts_to_proto(self.next_fire_time),
+            network=enum_to_proto(self.network),  # type: ignore[arg-type]
         )
 
     @classmethod
@@ -272,7 +287,9 @@ class Job:
             overlap_policy=enum_from_proto(OverlapPolicy, pb.overlap_policy) or OverlapPolicy.ALLOW,
             queue=pb.queue or DEFAULT_QUEUE,
             max_lateness_seconds=pb.max_lateness_seconds,
+            network=enum_from_proto(Network, pb.network) or Network.NONE,
             raw_multiplier=pb.retry_policy.multiplier,
+            raw_network=_unknown_number(Network, pb.network),
         )
 
     def with_changes(self, **changes: Any) -> Job:
@@ -384,6 +401,9 @@ def job_changes_from_proto(pb: job_pb2.Job, paths: list[str], current: Job) -> d
             changes["raw_multiplier"] = pb.retry_policy.multiplier
         elif head == "scheduled_at":
             changes["scheduled_at"] = incoming.scheduled_at
+        elif path == "network":
+            changes["network"] = incoming.network
+            changes["raw_network"] = incoming.raw_network
         else:
             changes[path] = getattr(incoming, path, None)
     if policy_changes:

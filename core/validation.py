@@ -128,6 +128,8 @@ def check_job(v: Violations, job: Job, now: datetime, prefix: str = "job") -> No
     check_retry_policy(v, f"{prefix}.retry_policy", job.retry_policy, job.raw_multiplier)
     if not QUEUE_RE.fullmatch(job.queue):
         v.add(f"{prefix}.queue", "must match [a-z0-9_-]{1,64}")
+    if job.raw_network is not None:
+        v.add(f"{prefix}.network", f"must be NETWORK_NONE or NETWORK_HOST (got {job.raw_network})")
     if not 0 <= job.max_lateness_seconds <= MAX_DELAY_SECONDS:
         v.add(f"{prefix}.max_lateness_seconds", f"must be between 0 and {MAX_DELAY_SECONDS} seconds")
 

@@ -113,6 +113,7 @@ class JobRow(Base):
     retry_multiplier: Mapped[float] = mapped_column(Float)
     misfire_policy: Mapped[str] = mapped_column(String(16))
     overlap_policy: Mapped[str] = mapped_column(String(16))
+    network: Mapped[str] = mapped_column(String(16), server_default="NONE")
     queue: Mapped[str] = mapped_column(String(64))
     max_lateness_seconds: Mapped[int] = mapped_column(Integer, default=0)
     state: Mapped[str] = mapped_column(String(16))

@@ -32,6 +32,7 @@ MUTABLE_FIELDS = frozenset(
         "overlap_policy",
         "queue",
         "max_lateness_seconds",
+        "network",
     }
 )
 
@@ -126,7 +127,7 @@ class Jobs:
         if not version:
             raise InvalidArgument(FieldViolation("job.version", "is required (the version you read)"))
         current = await self.writable(principal, job_id)
-        unknown = sorted(set(changes) - MUTABLE_FIELDS - {"raw_multiplier"})
+        unknown = sorted(set(changes) - MUTABLE_FIELDS - {"raw_multiplier", "raw_network"})
         if unknown:
             raise InvalidArgument([FieldViolation(f"update_mask.{p}", "is not a mutable field") for p in unknown])
         if not changes:

@@ -39,6 +39,7 @@ def _values(job: Job) -> dict[str, Any]:
         "retry_multiplier": job.retry_policy.multiplier,
         "misfire_policy": job.misfire_policy.value,
         "overlap_policy": job.overlap_policy.value,
+        "network": job.network.value,
         "queue": job.queue,
         "max_lateness_seconds": job.max_lateness_seconds,
     }
@@ -64,6 +65,7 @@ def _created(job: Job, now: datetime, next_fire_at: datetime | None) -> Job:
         update_time=now,
         next_fire_time=next_fire_at,
         raw_multiplier=None,
+        raw_network=None,
     )
 
 

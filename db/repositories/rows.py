@@ -16,6 +16,7 @@ from core.domain import (
     JobState,
     JobType,
     MisfirePolicy,
+    Network,
     OverlapPolicy,
     RetryPolicy,
     RetryStrategy,
@@ -37,6 +38,7 @@ _JOB_STATE = _members(JobState)
 _RETRY_STRATEGY = _members(RetryStrategy)
 _MISFIRE = _members(MisfirePolicy)
 _OVERLAP = _members(OverlapPolicy)
+_NETWORK = _members(Network)
 _RUN_STATUS = _members(RunStatus)
 _RUN_TRIGGER = _members(RunTrigger)
 
@@ -78,7 +80,9 @@ def job_from_row(row: Any, names: Sequence[str] | None = None) -> Job:
             "update_time": r["updated_at"],
             "max_lateness_seconds": r["max_lateness_seconds"],
             "next_fire_time": r.get("next_fire_at"),
+            "network": _NETWORK[r["network"]],
             "raw_multiplier": None,
+            "raw_network": None,
         },
     )
 

@@ -12,8 +12,9 @@ import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
+from core.domain import Network
 from db.models import JobRow, RunRow, ScheduleStateRow
 from gen.jobmesh.v1 import auth_pb2, job_pb2, run_pb2
 from tests.conftest import Client, Mesh
@@ -156,6 +157,73 @@ async def test_update_with_mask_and_version(mesh: Mesh) -> None:
         job_pb2.UpdateJobRequest(job=job_pb2.Job(id=job.id, version=3, name="renamed")), metadata=user.md
     )
     assert updated.name == "renamed" and updated.cron_expr == "0 10 * * *"
+
+
+async def test_network_round_trips_and_reaches_the_worker(mesh: Mesh) -> None:
+    user = await mesh.user()
+    plain = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring()), metadata=user.md)
+    assert plain.network == job_pb2.NETWORK_NONE, "unspecified means NONE"
+    host = await user.jobs.CreateJob(
+        job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), network=job_pb2.NETWORK_HOST)), metadata=user.md
+    )
+    assert host.network == job_pb2.NETWORK_HOST
+    got = await user.jobs.GetJob(job_pb2.GetJobRequest(id=host.id), metadata=user.md)
+    assert got.network == job_pb2.NETWORK_HOST
+    listed = await user.jobs.ListJobs(job_pb2.ListJobsRequest(), metadata=user.md)
+    assert {j.id: j.network for j in listed.jobs} == {plain.id: job_pb2.NETWORK_NONE, host.id: job_pb2.NETWORK_HOST}
+    # The job the worker gets with the run it starts carries the network.
+    run = (await user.runs.ListRuns(run_pb2.ListRunsRequest(job_id=host.id), metadata=user.md)).runs[0]
+    when = run.scheduled_at.ToDatetime(tzinfo=UTC)
+    async with mesh.app.db.transaction() as conn:
+        await conn.execute(update(RunRow).where(RunRow.id == run.id).values(status="QUEUED"))
+    [(_, job, _)] = await mesh.app.run_repo.start([(run.id, when)], "worker-1", "token-1", datetime.now(UTC))
+    assert job.id == host.id and job.network is Network.HOST
+    # UpdateJob: by mask, by an empty mask (the fields set), and back to the default.
+    updated = await user.jobs.UpdateJob(
+        job_pb2.UpdateJobRequest(
+            job=job_pb2.Job(id=plain.id, version=1, network=job_pb2.NETWORK_HOST, name="ignored"),
+            update_mask=FieldMask(paths=["network"]),
+        ),
+        metadata=user.md,
+    )
+    assert updated.network == job_pb2.NETWORK_HOST and updated.name == plain.name and updated.version == 2
+    updated = await user.jobs.UpdateJob(
+        job_pb2.UpdateJobRequest(job=job_pb2.Job(id=plain.id, version=2, network=job_pb2.NETWORK_NONE)),
+        metadata=user.md,
+    )
+    assert updated.network == job_pb2.NETWORK_NONE and updated.version == 3
+    updated = await user.jobs.UpdateJob(
+        job_pb2.UpdateJobRequest(
+            job=job_pb2.Job(id=plain.id, version=3, network=job_pb2.NETWORK_HOST),
+            update_mask=FieldMask(paths=["network"]),
+        ),
+        metadata=user.md,
+    )
+    updated = await user.jobs.UpdateJob(
+        job_pb2.UpdateJobRequest(job=job_pb2.Job(id=plain.id, version=4), update_mask=FieldMask(paths=["network"])),
+        metadata=user.md,
+    )
+    assert updated.network == job_pb2.NETWORK_NONE, "unspecified means NONE"
+    # A number that names no network is refused, on create and on update, and changes nothing.
+    err = await expect_code(
+        user.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring(network=7)), metadata=user.md),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert list(field_violations(err)) == ["job.network"]
+    err = await expect_code(
+        user.jobs.UpdateJob(
+            job_pb2.UpdateJobRequest(
+                job=job_pb2.Job(id=plain.id, version=5, network=7),  # type: ignore[arg-type]
+                update_mask=FieldMask(paths=["network"]),
+            ),
+            metadata=user.md,
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert list(field_violations(err)) == ["job.network"]
+    final = await user.jobs.GetJob(job_pb2.GetJobRequest(id=plain.id), metadata=user.md)
+    assert final.network == job_pb2.NETWORK_NONE and final.version == 5
+    assert await count(mesh, JobRow) == 2
 
 
 async def test_two_updates_with_the_same_version_exactly_one_wins(mesh: Mesh) -> None:
@@ -311,6 +379,7 @@ INVALID_JOBS: list[tuple[str, job_pb2.Job]] = [
     ("job.queue", recurring(queue="q" * 65)),
     ("job.name", recurring(name="n" * 201)),
     ("job.max_lateness_seconds", recurring(max_lateness_seconds=-1)),
+    ("job.network", recurring(network=-1)),
 ]
 
 
@@ -422,6 +491,7 @@ job_bodies = st.fixed_dictionaries(
         "queue": st.text(max_size=70),
         "misfire_policy": st.integers(min_value=-3, max_value=9),
         "overlap_policy": st.integers(min_value=-3, max_value=9),
+        "network": st.integers(min_value=-3, max_value=9),
         "max_lateness_seconds": st.integers(min_value=-(2**31), max_value=2**31 - 1),
         "scheduled_at": st.datetimes(
             min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)

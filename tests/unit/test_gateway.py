@@ -49,3 +49,17 @@ def test_earlier_spellings_are_accepted() -> None:
     with pytest.raises(InvalidArgument) as info:
         parse({"jobType": "Weekly"}, job_pb2.Job())
     assert info.value.violations[0].field == "jobType"
+
+
+def test_network_accepts_proto_and_earlier_spellings() -> None:
+    for spelling in ("NETWORK_HOST", "Host"):
+        job = parse({"network": spelling}, job_pb2.Job())
+        assert job.network == job_pb2.NETWORK_HOST  # type: ignore[attr-defined]
+    for spelling in ("NETWORK_NONE", "None"):
+        job = parse({"network": spelling}, job_pb2.Job())
+        assert job.network == job_pb2.NETWORK_NONE  # type: ignore[attr-defined]
+    with pytest.raises(InvalidArgument) as info:
+        parse({"network": "Bridge"}, job_pb2.Job())
+    assert info.value.violations[0].field == "network"
+    network = build_openapi()["components"]["schemas"]["Job"]["properties"]["network"]
+    assert {"Host", "None", "NETWORK_HOST", "NETWORK_NONE"} <= set(network["enum"])

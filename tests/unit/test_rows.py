@@ -16,6 +16,7 @@ from core.domain import (
     JobState,
     JobType,
     MisfirePolicy,
+    Network,
     OverlapPolicy,
     RetryPolicy,
     RetryStrategy,
@@ -39,8 +40,8 @@ def job_columns(**changes: Any) -> dict[str, Any]:
         "timezone": "Europe/Paris", "scheduled_at": None, "script_content": "print(1)", "timeout_seconds": 90,
         "retry_max_attempts": 4, "retry_strategy": "LINEAR_BACKOFF", "retry_initial_delay_seconds": 5,
         "retry_max_delay_seconds": 600, "retry_multiplier": 1.5, "misfire_policy": "SKIP",
-        "overlap_policy": "FORBID", "queue": "reports", "max_lateness_seconds": 30, "state": "PAUSED",
-        "version": 7, "request_id": None, "created_at": NOW, "updated_at": NOW + timedelta(hours=1),
+        "overlap_policy": "FORBID", "network": "HOST", "queue": "reports", "max_lateness_seconds": 30,
+        "state": "PAUSED", "version": 7, "request_id": None, "created_at": NOW, "updated_at": NOW + timedelta(hours=1),
         "deleted_at": None,
     }  # fmt: skip
     columns.update(changes)
@@ -55,7 +56,7 @@ def test_a_job_row_becomes_the_job_init_would_build() -> None:
         retry_policy=RetryPolicy(4, RetryStrategy.LINEAR_BACKOFF, 5, 600, 1.5),
         misfire_policy=MisfirePolicy.SKIP, overlap_policy=OverlapPolicy.FORBID, queue="reports",
         state=JobState.PAUSED, version=7, create_time=NOW, update_time=NOW + timedelta(hours=1),
-        max_lateness_seconds=30, next_fire_time=NOW + timedelta(days=1),
+        max_lateness_seconds=30, next_fire_time=NOW + timedelta(days=1), network=Network.HOST,
     )  # fmt: skip
     assert job == expected
     assert hash(job) == hash(expected)

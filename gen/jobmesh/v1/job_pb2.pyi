@@ -161,6 +161,36 @@ OVERLAP_POLICY_REPLACE: OverlapPolicy.ValueType  # 3
 """Cancel the running one and start the new one."""
 Global___OverlapPolicy: _TypeAlias = OverlapPolicy  # noqa: Y015
 
+class _Network:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _NetworkEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Network.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    NETWORK_UNSPECIFIED: _Network.ValueType  # 0
+    """Treated as NETWORK_NONE."""
+    NETWORK_NONE: _Network.ValueType  # 1
+    """Only its own loopback, nothing beyond it; the default."""
+    NETWORK_HOST: _Network.ValueType  # 2
+    """The worker host's network. Honoured only by workers whose operator allows
+    it (JOBMESH_WORKER_ALLOW_HOST_NETWORK); elsewhere the run fails with the
+    reason.
+    """
+
+class Network(_Network, metaclass=_NetworkEnumTypeWrapper):
+    """Which network a job's script can reach."""
+
+NETWORK_UNSPECIFIED: Network.ValueType  # 0
+"""Treated as NETWORK_NONE."""
+NETWORK_NONE: Network.ValueType  # 1
+"""Only its own loopback, nothing beyond it; the default."""
+NETWORK_HOST: Network.ValueType  # 2
+"""The worker host's network. Honoured only by workers whose operator allows
+it (JOBMESH_WORKER_ALLOW_HOST_NETWORK); elsewhere the run fails with the
+reason.
+"""
+Global___Network: _TypeAlias = Network  # noqa: Y015
+
 @_typing.final
 class RetryPolicy(_message.Message):
     """How a failed, timed-out or lost attempt is retried."""
@@ -228,6 +258,7 @@ class Job(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     MAX_LATENESS_SECONDS_FIELD_NUMBER: _builtins.int
     NEXT_FIRE_TIME_FIELD_NUMBER: _builtins.int
+    NETWORK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID; output only."""
     owner_id: _builtins.str
@@ -259,6 +290,10 @@ class Job(_message.Message):
     max_lateness_seconds: _builtins.int
     """A run that cannot start within this many seconds of its slot is SKIPPED
     (reason "late"); 0 means no limit. 0-86400.
+    """
+    network: Global___Network.ValueType
+    """Network the script can reach; NETWORK_UNSPECIFIED on create means
+    NETWORK_NONE (only its own loopback).
     """
     @_builtins.property
     def scheduled_at(self) -> _timestamp_pb2.Timestamp:
@@ -302,10 +337,11 @@ class Job(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         max_lateness_seconds: _builtins.int = ...,
         next_fire_time: _timestamp_pb2.Timestamp | None = ...,
+        network: Global___Network.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "next_fire_time", b"next_fire_time", "retry_policy", b"retry_policy", "scheduled_at", b"scheduled_at", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "cron_expr", b"cron_expr", "id", b"id", "job_type", b"job_type", "max_lateness_seconds", b"max_lateness_seconds", "misfire_policy", b"misfire_policy", "name", b"name", "next_fire_time", b"next_fire_time", "overlap_policy", b"overlap_policy", "owner_id", b"owner_id", "queue", b"queue", "retry_policy", b"retry_policy", "scheduled_at", b"scheduled_at", "script_content", b"script_content", "state", b"state", "timeout_seconds", b"timeout_seconds", "timezone", b"timezone", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "cron_expr", b"cron_expr", "id", b"id", "job_type", b"job_type", "max_lateness_seconds", b"max_lateness_seconds", "misfire_policy", b"misfire_policy", "name", b"name", "network", b"network", "next_fire_time", b"next_fire_time", "overlap_policy", b"overlap_policy", "owner_id", b"owner_id", "queue", b"queue", "retry_policy", b"retry_policy", "scheduled_at", b"scheduled_at", "script_content", b"script_content", "state", b"state", "timeout_seconds", b"timeout_seconds", "timezone", b"timezone", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

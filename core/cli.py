@@ -10,18 +10,52 @@ import os
 import shutil
 import signal
 import sys
+from collections.abc import Mapping
 from urllib.parse import urlparse
 
-from core.settings import Settings
+from pydantic_settings import BaseSettings
 
-PROCESSES = [
-    ("scheduler", "scheduler_svc.main"),
-    ("worker", "worker_svc.main"),
-    ("monitor", "monitor_svc.main"),
-    ("gateway", "api_gateway.main"),
-]
+from core.settings import (
+    AuthSettings,
+    DatabaseSettings,
+    RedisSettings,
+    SchedulerSettings,
+    ServerSettings,
+    Settings,
+    WorkerSettings,
+)
+
+# Each process with the settings classes its main reads: it is handed only their
+# JOBMESH_* variables. The worker runs untrusted scripts, so it never holds the JWT
+# secret or the admin password; the gateway only forwards tokens to the scheduler.
+PROCESSES: list[tuple[str, str, tuple[type[BaseSettings], ...]]] = [
+    ("scheduler", "scheduler_svc.main",
+     (DatabaseSettings, RedisSettings, AuthSettings, ServerSettings, SchedulerSettings, WorkerSettings)),
+    ("worker", "worker_svc.main", (DatabaseSettings, RedisSettings, ServerSettings, WorkerSettings)),
+    ("monitor", "monitor_svc.main", (DatabaseSettings, RedisSettings, ServerSettings, WorkerSettings)),
+    ("gateway", "api_gateway.main", (ServerSettings,)),
+]  # fmt: skip
 STOP_TIMEOUT_SECONDS = 10.0
 READY_TIMEOUT_SECONDS = 60.0
+
+
+def setting_variables(classes: tuple[type[BaseSettings], ...]) -> set[str]:
+    """The environment variables ``classes`` read (upper case: pydantic matches any case)."""
+    return {f"{cls.model_config.get('env_prefix', '')}{name}".upper() for cls in classes for name in cls.model_fields}
+
+
+def child_environment(
+    environ: Mapping[str, str], classes: tuple[type[BaseSettings], ...], defaults: Mapping[str, str]
+) -> dict[str, str]:
+    """``environ`` without the JOBMESH_* variables that ``classes`` do not read (whatever
+    else runs Python — PATH, HOME, LANG, PYTHON*, VIRTUAL_ENV — passes), plus ``defaults``
+    for the allowed variables ``environ`` does not set."""
+    allowed = setting_variables(classes)
+    env = {k: v for k, v in environ.items() if not k.upper().startswith("JOBMESH_") or k.upper() in allowed}
+    set_names = {k.upper() for k in env}
+    env.update({k: v for k, v in defaults.items() if k.upper() in allowed and k.upper() not in set_names})
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 def _migrate(settings: Settings) -> None:
@@ -54,7 +88,7 @@ async def _ensure_redis(url: str) -> asyncio.subprocess.Process | None:
     print(f"jobmesh: starting a private redis-server on {host}:{port}", flush=True)
     proc = await asyncio.create_subprocess_exec(
         binary, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no",
-        stdout=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL, env=child_environment(os.environ, (), {}),  # no JOBMESH_* at all
     )  # fmt: skip
     for _ in range(100):
         if await _redis_answers(url):
@@ -100,14 +134,16 @@ async def up(settings: Settings) -> int:
         print(f"jobmesh: database migrated ({_redacted(settings.database.database_url)})", flush=True)
         forwarders = []
         s = settings.server
-        child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         # Unless told otherwise, clients in the mesh find the servers on the ports in use.
-        child_env.setdefault("JOBMESH_SCHEDULER_ADDR", f"{s.host}:{s.scheduler_port}")
-        child_env.setdefault("JOBMESH_MONITOR_ADDR", f"{s.host}:{s.monitor_grpc_port}")
-        for name, module in PROCESSES:
+        defaults = {
+            "JOBMESH_SCHEDULER_ADDR": f"{s.host}:{s.scheduler_port}",
+            "JOBMESH_MONITOR_ADDR": f"{s.host}:{s.monitor_grpc_port}",
+        }
+        for name, module, classes in PROCESSES:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", module,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=child_env,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                env=child_environment(os.environ, classes, defaults),
             )  # fmt: skip
             children.append(proc)
             ready = asyncio.Event()

@@ -7,6 +7,8 @@ lost (FLUSHALL, restart) and rebuilt from the database by the reconciler.
     jobmesh:processing:{worker}    LIST  messages a worker popped and has not finished
     jobmesh:inflight               ZSET  run id -> push time, for runs pushed and not finished
     jobmesh:workers                ZSET  worker id -> last heartbeat (unix seconds)
+    jobmesh:worker:{worker}        HASH  what a worker says of itself (sandbox: on/off), set with each
+                                         heartbeat, expires when the heartbeats stop
     jobmesh:schedulers             ZSET  scheduler id -> last loop heartbeat
     jobmesh:cancel                 PUBSUB channel: run ids to kill now
     jobmesh:cancel:{run}           STRING set when a cancel is requested (for late subscribers)
@@ -34,6 +36,10 @@ def queue(name: str) -> str:
 
 def processing(worker_id: str) -> str:
     return f"{PREFIX}processing:{worker_id}"
+
+
+def worker_info(worker_id: str) -> str:
+    return f"{PREFIX}worker:{worker_id}"
 
 
 def cancel_flag(run_id: str) -> str:

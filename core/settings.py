@@ -107,16 +107,35 @@ class WorkerSettings(BaseSettings):
     heartbeat_ttl_seconds: float = Field(default=10.0, description="A worker silent this long is dead")
     output_cap_bytes: int = Field(default=64 * 1024, description="Captured tail per stream")
     cpu_seconds: int = Field(default=3600, description="RLIMIT_CPU of a script")
-    memory_bytes: int = Field(default=2 * 1024**3, description="RLIMIT_AS of a script")
+    memory_bytes: int = Field(
+        default=2 * 1024**3, description="RLIMIT_AS of a script's processes, and the memory limit of its run's cgroup"
+    )
     open_files: int = Field(default=256, description="RLIMIT_NOFILE of a script")
-    processes: int = Field(default=64, description="RLIMIT_NPROC of a script (per user: processes beyond the worker's)")
+    processes: int = Field(default=64, description="Processes of a run (RLIMIT_NPROC of its uid, and its pids cgroup)")
     file_size_bytes: int = Field(default=64 * 1024**2, description="RLIMIT_FSIZE of a script")
     id: str = Field(default="", description="Stable worker id (default: host-pid-random)")
-    run_as_user: str = Field(default="", description="When the worker runs as root, run scripts as this user")
+    sandbox: str = Field(
+        default="on",
+        description="on: every run in its own namespaces, uid and cgroup (the worker refuses to start where the host "
+        "cannot build them); off: no isolation beyond rlimits, for development only (logged, shown in health)",
+    )
+    allow_host_network: bool = Field(
+        default=False, description="Honour jobs that ask for the host's network (network=HOST); else they fail"
+    )
+    uid_base: int = Field(
+        default=200000,
+        description="First uid of the range runs use: each worker claims one uid per slot (lock files under "
+        "/run/jobmesh), no two concurrent runs share one",
+    )
+    uid_count: int = Field(default=65536, description="Size of that uid range")
+    scratch_bytes: int = Field(
+        default=256 * 1024**2,
+        description="Size of a run's private writable space (its directory, home, /tmp, /var/tmp, /dev/shm: one tmpfs)",
+    )
     workdir_root: str = Field(
         default="",
-        description="Directory for runs' private working directories (empty: the system temp dir; a tmpfs "
-        "makes each run's set-up and clean-up cheaper)",
+        description="Directory for the worker's copies of scripts and, unsandboxed, runs' working directories "
+        "(empty: the system temp dir)",
     )
 
 

@@ -15,6 +15,7 @@ from db.repositories.stats import StatsRepository
 
 SERVING, DEGRADED, NOT_SERVING = "SERVING", "DEGRADED", "NOT_SERVING"
 SCHEDULER_ALIVE_SECONDS = 10.0
+UNSANDBOXED = "sandbox off (JOBMESH_WORKER_SANDBOX=off): scripts run without isolation — development only"
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,21 @@ class MeshHealth:
     async def live_workers(self) -> int:
         return int(await self._redis.zcount(keys.WORKERS, time.time() - self._worker_ttl, "+inf"))
 
+    async def unsandboxed_workers(self) -> list[str]:
+        """Live workers that publish ``sandbox: off`` (sorted ids)."""
+        since = time.time() - self._worker_ttl
+        alive = [
+            w.decode() if isinstance(w, bytes) else str(w)
+            for w in await self._redis.zrangebyscore(keys.WORKERS, since, "+inf")
+        ]
+        if not alive:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for worker_id in alive:
+                pipe.hget(keys.worker_info(worker_id), "sandbox")
+            sandboxes = await pipe.execute()
+        return sorted(w for w, s in zip(alive, sandboxes, strict=True) if s is not None and _text(s) == "off")
+
     async def live_schedulers(self) -> int:
         return int(await self._redis.zcount(keys.SCHEDULERS, time.time() - SCHEDULER_ALIVE_SECONDS, "+inf"))
 
@@ -88,6 +104,10 @@ class MeshHealth:
                     "workers", SERVING if workers else DEGRADED, f"{workers} alive (heartbeat < {self._worker_ttl:g} s)"
                 )
             )
+            # One component per worker that runs scripts without isolation: an operator
+            # sees which one, and the mesh is DEGRADED while it runs.
+            for worker_id in await self.unsandboxed_workers():
+                components.append(Component(f"worker:{worker_id}", DEGRADED, f"worker {worker_id}: {UNSANDBOXED}"))
         else:
             components.append(Component("schedulers", NOT_SERVING, "unknown: Redis is down"))
             components.append(Component("workers", NOT_SERVING, "unknown: Redis is down"))

@@ -106,7 +106,8 @@ async def watch_run(runs: RunRepository, redis: Redis, run: Run) -> AsyncIterato
     always the run in its final status.
 
     Output comes from the run's live stream, read from its first entry, so a client
-    that joins late first gets what was already written. When the stream holds
+    that joins late first gets what was already written (the newest output: where
+    older output was dropped, a truncation marker says how much). When the stream holds
     nothing (the run ended long ago, or Redis was flushed) the captured tails
     stored in the database are sent instead.
     """
@@ -114,13 +115,14 @@ async def watch_run(runs: RunRepository, redis: Redis, run: Run) -> AsyncIterato
     streamed = False
     cursor = "0-0"
     current = run
+    continuity = runlog.Continuity()
     while not current.status.is_final:
         entries = await _read_quietly(redis, run.id, cursor, WATCH_POLL_MS)
         for entry in entries:
             cursor = entry.id
-            if entry.kind in (runlog.OUT, runlog.ERR):
+            for chunk in _output_chunks(entry, continuity):
                 streamed = True
-                yield OutputChunk("stdout" if entry.kind == runlog.OUT else "stderr", entry.data)
+                yield chunk
         # The database has the status; look when the stream says it changed, or
         # every poll period when the stream is silent (e.g. Redis lost it).
         if not entries or any(e.kind in (runlog.STATUS, runlog.END) for e in entries):
@@ -129,10 +131,13 @@ async def watch_run(runs: RunRepository, redis: Redis, run: Run) -> AsyncIterato
                 current = fresh
                 if not current.status.is_final:
                     yield current
-    for entry in await _read_quietly(redis, run.id, cursor, None):
-        if entry.kind in (runlog.OUT, runlog.ERR):
-            streamed = True
-            yield OutputChunk("stdout" if entry.kind == runlog.OUT else "stderr", entry.data)
+    # The rest of the stream, page after page (a read returns at most a page).
+    while entries := await _read_quietly(redis, run.id, cursor, None):
+        for entry in entries:
+            cursor = entry.id
+            for chunk in _output_chunks(entry, continuity):
+                streamed = True
+                yield chunk
     if not streamed:
         output = await runs.output(run.id)
         if output is not None:
@@ -141,6 +146,17 @@ async def watch_run(runs: RunRepository, redis: Redis, run: Run) -> AsyncIterato
             if output.stderr:
                 yield OutputChunk("stderr", output.stderr)
     yield current
+
+
+def _output_chunks(entry: runlog.LogEntry, continuity: runlog.Continuity) -> list[OutputChunk]:
+    """An output entry as chunks, after a truncation marker (on stderr, where a terminal
+    shows diagnostics and a consumer of stdout does not trip on it) when output before it
+    was dropped: the log keeps only a run's newest output (runlog.LIVE_CAP_BYTES)."""
+    if entry.kind not in (runlog.OUT, runlog.ERR):
+        return []
+    marker = continuity.marker(entry)
+    chunk = OutputChunk("stdout" if entry.kind == runlog.OUT else "stderr", entry.data)
+    return [OutputChunk("stderr", marker), chunk] if marker else [chunk]
 
 
 async def _read_quietly(redis: Redis, run_id: str, cursor: str, block_ms: int | None) -> list[runlog.LogEntry]:

@@ -17,12 +17,13 @@ from core.rpc import create_server, stop_server
 from core.settings import Settings
 from db.engine import Database
 from db.repositories.runs import RunRepository
-from worker_svc.executor import (
+from worker_svc.sandbox import (
     Executor,
     ExecutorError,
     ForkServerExecutor,
     Limits,
     NoopExecutor,
+    Sandbox,
     SubprocessExecutor,
 )
 from worker_svc.worker import Worker, WorkerConfig
@@ -43,12 +44,26 @@ def build_executor(settings: Settings) -> Executor:
         processes=w.processes,
         file_size_bytes=w.file_size_bytes,
         output_cap_bytes=w.output_cap_bytes,
-        run_as_user=w.run_as_user,
         workdir_root=w.workdir_root,
     )
+    if w.sandbox not in ("on", "off"):
+        raise SystemExit(f"JOBMESH_WORKER_SANDBOX must be on or off, not {w.sandbox!r}")
+    sandbox = Sandbox(
+        enabled=w.sandbox == "on",
+        allow_host_network=w.allow_host_network,
+        uid_base=w.uid_base,
+        uid_count=w.uid_count,
+        scratch_bytes=w.scratch_bytes,
+        concurrency=w.slots,
+    )
+    if not sandbox.enabled:
+        log.warning(
+            "JOBMESH_WORKER_SANDBOX=off: scripts run WITHOUT isolation, as this worker's user, with its files and "
+            "network. Development only; never with scripts you do not trust."
+        )
     if w.executor == "subprocess":
-        return SubprocessExecutor(limits)
-    return ForkServerExecutor(limits, tuple(m.strip() for m in w.preload.split(",") if m.strip()))
+        return SubprocessExecutor(limits, sandbox)
+    return ForkServerExecutor(limits, sandbox, tuple(m.strip() for m in w.preload.split(",") if m.strip()))
 
 
 async def serve(settings: Settings) -> None:
@@ -59,7 +74,15 @@ async def serve(settings: Settings) -> None:
     try:
         await executor.start()
     except ExecutorError as exc:
-        raise SystemExit(f"worker_svc: {exc}") from exc
+        await executor.close()
+        hint = (
+            " The sandbox needs root with the capabilities to create namespaces (SYS_ADMIN), mount, switch uids "
+            "and write cgroups. JOBMESH_WORKER_SANDBOX=off turns it off (development only: scripts then run "
+            "unisolated)."
+            if settings.worker.sandbox == "on"
+            else ""
+        )
+        raise SystemExit(f"worker_svc: {exc}.{hint}") from exc
     db = Database.from_url(settings.database.database_url, max(2, w.slots))
     redis = create_redis(settings.redis.redis_url)
     rpc = await create_server(f"{settings.server.host}:{settings.server.worker_port}")
@@ -71,6 +94,7 @@ async def serve(settings: Settings) -> None:
             heartbeat_seconds=w.heartbeat_seconds,
             shutdown_grace_seconds=settings.server.shutdown_grace_seconds,
             prefetch=w.prefetch,
+            sandboxed=w.sandbox != "off",
         ),
         RunRepository(db),
         redis,

@@ -24,10 +24,11 @@ from redis.exceptions import RedisError
 
 from core import keys, runlog
 from core.batching import Batcher
-from core.domain import Job, Run, RunOutput, RunStatus, utcnow
+from core.domain import Job, Network, Run, RunOutput, RunStatus, utcnow
 from core.errors import JobmeshError
 from db.repositories.runs import RunRepository, RunResult
-from worker_svc.executor import ExecResult, Executor, Outcome
+from worker_svc.live_output import LiveOutput
+from worker_svc.sandbox import ExecResult, Executor, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -56,20 +57,6 @@ for i = 1, n do
   redis.call('EXPIRE', KEYS[n + i], ARGV[1])
 end
 return flags
-"""
-# Live output of a batch, one round trip (one reply, where a pipeline has two per
-# run). KEYS: each run's live log; ARGV: ttl, max entries, then per run: how many
-# entries, then each entry's kind and text.
-APPEND_LOGS = """
-local at = 3
-for i = 1, #KEYS do
-  local n = tonumber(ARGV[at])
-  for j = 1, n do
-    redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2], '*', 'k', ARGV[at + 2 * j - 1], 'd', ARGV[at + 2 * j])
-  end
-  redis.call('EXPIRE', KEYS[i], ARGV[1])
-  at = at + 1 + 2 * n
-end
 """
 # The Redis side of a batch of results, one round trip. KEYS: this worker's
 # processing list, the in-flight set, then each run's live log; ARGV: ttl, max
@@ -123,6 +110,9 @@ class WorkerConfig:
     heartbeat_seconds: float
     shutdown_grace_seconds: float
     prefetch: int = 0
+    # False when JOBMESH_WORKER_SANDBOX=off: published with each heartbeat, so the
+    # monitor shows the worker as running scripts without isolation.
+    sandboxed: bool = True
 
 
 class Worker:
@@ -145,12 +135,12 @@ class Worker:
         self._pop_many = redis.register_script(POP_MANY)
         self._started_logs = redis.register_script(STARTED_LOGS)
         self._finished = redis.register_script(FINISHED)
-        self._append_logs = redis.register_script(APPEND_LOGS)
         self._starter: Batcher[tuple[str, datetime], Started | None] = Batcher(self._start_batch)
         self._finisher: Batcher[tuple[RunResult, bytes], bool] = Batcher(
             self._finish_batch, linger=RESULT_LINGER_SECONDS
         )
-        self._live: Batcher[tuple[str, str, str], None] = Batcher(self._publish_batch)
+        # Live output (one Lua call per batch of runs, runlog.APPEND_LOGS), bounded per run.
+        self._live = LiveOutput(redis)
         self._user_cancelled: set[str] = set()
 
     @property
@@ -199,7 +189,14 @@ class Worker:
     # Loops ------------------------------------------------------------------
 
     async def _heartbeat_once(self) -> None:
-        await self._redis.zadd(keys.WORKERS, {self.config.worker_id: time.time()})
+        # One round trip (MULTI/EXEC): the liveness score, and what the worker says of
+        # itself, which expires on its own a minute (or ten heartbeats) after the last.
+        info = keys.worker_info(self.config.worker_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zadd(keys.WORKERS, {self.config.worker_id: time.time()})
+            pipe.hset(info, "sandbox", "on" if self.config.sandboxed else "off")
+            pipe.expire(info, max(60, int(10 * self.config.heartbeat_seconds) + 1))
+            await pipe.execute()
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -315,7 +312,7 @@ class Worker:
         def on_output(stream: str, chunk: bytes) -> None:
             text = decoders[stream].decode(chunk)
             if text:
-                self._live.put((run.id, runlog.OUT if stream == "stdout" else runlog.ERR, text))
+                self._live.put(run.id, runlog.OUT if stream == "stdout" else runlog.ERR, text)
 
         began = utcnow()
         give_back = False
@@ -337,7 +334,13 @@ class Worker:
             else:
                 began = utcnow()
                 try:
-                    result = await self._executor.run(job.script_content, float(job.timeout_seconds), event, on_output)
+                    result = await self._executor.run(
+                        job.script_content,
+                        float(job.timeout_seconds),
+                        event,
+                        on_output,
+                        host_network=job.network is Network.HOST,
+                    )
                 finally:
                     self._executing.release()
         except Exception as exc:  # the run must still end in a recorded state
@@ -349,6 +352,7 @@ class Worker:
             by_user = run.id in self._user_cancelled
             self._user_cancelled.discard(run.id)
             slot.release()  # the result is written in the background: take the next run now
+        await self._live.finish(run.id)  # its output before its end entry, then forget it
         if give_back or (self._handing_back and result.outcome is Outcome.CANCELLED and not by_user):
             await self._hand_back(run, token, raw, msg.queue)
             return
@@ -408,28 +412,6 @@ class Worker:
             hit = by_id.pop(run_id, None)  # a duplicate message in the same batch gets nothing
             out.append(Started(hit[0], hit[1], token, hit[2] or run_id in flagged) if hit is not None else None)
         return out
-
-    async def _publish_batch(self, items: list[tuple[str, str, str]]) -> list[None]:
-        """Live output for WatchRun, for every run that wrote in this instant, in one
-        Redis round trip; consecutive chunks of one stream become one entry. Best
-        effort: the result row is what counts."""
-        by_run: dict[str, list[tuple[str, list[str]]]] = {}
-        for run_id, kind, text in items:
-            entries = by_run.setdefault(run_id, [])
-            if entries and entries[-1][0] == kind:
-                entries[-1][1].append(text)
-            else:
-                entries.append((kind, [text]))
-        args: list[Any] = [runlog.TTL_SECONDS, runlog.MAX_ENTRIES]
-        for entries in by_run.values():
-            args.append(len(entries))
-            for kind, texts in entries:
-                args += (kind, "".join(texts))
-        try:
-            await self._append_logs(keys=[keys.run_log_channel(run_id) for run_id in by_run], args=args)
-        except (RedisError, OSError) as exc:
-            log.debug("live output of %d run(s) not published: %s", len(by_run), exc)
-        return [None] * len(items)
 
     async def _report(self, run: Run, token: str, result: ExecResult, raw: bytes, began: datetime) -> None:
         status = {

@@ -124,9 +124,10 @@ class Proc:
             self.popen.stdout.close()
 
 
-def start(module: str, env: dict[str, str], name: str | None = None) -> Proc:
+def start(module: str, env: dict[str, str], name: str | None = None, prefix: tuple[str, ...] = ()) -> Proc:
+    """``module`` in a new process (``prefix``: a command that runs it, e.g. setpriv)."""
     popen = subprocess.Popen(
-        [sys.executable, "-m", module],
+        [*prefix, sys.executable, "-m", module],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

@@ -186,19 +186,21 @@ def test_two_schedulers_fire_every_slot_exactly_once(fresh_db: str, procs: list[
 @pytest.mark.timeout(120)
 def test_stopping_worker_hands_back_what_it_cannot_finish(fresh_db: str, procs: list[Proc]) -> None:
     port, env, scheduler = start_scheduler(fresh_db, procs)
+    # The first worker runs unsandboxed and so sees a marker file of the host's: the
+    # script is slow there only; the second (sandboxed) worker's run cannot see it.
     first = start(
-        "worker_svc.main", {**env, "JOBMESH_WORKER_ID": "first", "JOBMESH_SHUTDOWN_GRACE_SECONDS": "1"}, "first"
+        "worker_svc.main",
+        {**env, "JOBMESH_WORKER_ID": "first", "JOBMESH_SHUTDOWN_GRACE_SECONDS": "1", "JOBMESH_WORKER_SANDBOX": "off"},
+        "first",
     )
     procs.append(first)
     first.read_until("worker_svc ready")
     channel, md = sign_up(port)
     jobs = job_pb2_grpc.JobServiceStub(channel)
     quick = jobs.CreateJob(job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script="pass")), metadata=md)
-    # Slow on its first execution only (a marker outside the run's private directory tells).
     marker = f"/tmp/jobmesh-handback-{os.getpid()}-{time.time_ns()}"
-    script = (
-        f"import os, time\nif not os.path.exists({marker!r}):\n    open({marker!r}, 'w').close()\n    time.sleep(60)\n"
-    )
+    open(marker, "w").close()
+    script = f"import os, time\nif os.path.exists({marker!r}):\n    time.sleep(60)\n"
     slow = jobs.CreateJob(job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script=script)), metadata=md)
 
     def status_of(job_id: str) -> list[tuple[Any, ...]]:

@@ -15,7 +15,7 @@ from worker_svc.worker import Worker, WorkerConfig
 
 @asynccontextmanager
 async def running_worker(
-    settings: Settings, worker_id: str, slots: int = 2, prefetch: int | None = None
+    settings: Settings, worker_id: str, slots: int = 2, prefetch: int | None = None, sandboxed: bool = True
 ) -> AsyncIterator[Worker]:
     from core.redis_client import create_redis
 
@@ -29,6 +29,7 @@ async def running_worker(
             settings.worker.heartbeat_seconds,
             1.0,
             settings.worker.prefetch if prefetch is None else prefetch,
+            sandboxed,
         ),
         RunRepository(db),
         redis,

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
 from db.engine import Database
 from gen.jobmesh.v1 import job_pb2
-from monitor_svc.health import DEGRADED, NOT_SERVING, SERVING, MeshHealth
-from tests.conftest import Mesh
+from monitor_svc.health import DEGRADED, NOT_SERVING, SERVING, Component, HealthReport, MeshHealth
+from monitor_svc.health_servicer import report_to_proto, to_json
+from tests.conftest import Mesh, make_settings, wait_for
+from tests.integration.engine import running_worker
 from tests.integration.jobhelp import one_time, recurring
 
 
@@ -42,3 +45,35 @@ async def test_figures(mesh: Mesh) -> None:
     assert figures.runs_by_status["QUEUED"] == 1
     assert figures.queue_depths == {"default": 1}
     assert figures.oldest_pending_age_seconds >= 0
+
+
+async def test_health_names_each_worker_running_without_sandbox(mesh: Mesh, mysql_url: str) -> None:
+    settings = make_settings(mysql_url, worker__executor="noop")
+    health = MeshHealth(mesh.app.db, mesh.app.redis, 10.0)
+    mesh.app.start_loops()  # a live scheduler: only the workers decide the status
+
+    def flagged(report: HealthReport) -> dict[str, Component]:
+        return {c.name: c for c in report.components if c.name.startswith("worker:")}
+
+    async def report_when(condition: Callable[[HealthReport], bool]) -> HealthReport | None:
+        report = await health.check()
+        return report if condition(report) else None
+
+    async with running_worker(settings, "isolated-worker"):
+        report = await wait_for(lambda: report_when(lambda r: r.status == SERVING))
+        assert not flagged(report)
+        async with running_worker(settings, "bare-worker", sandboxed=False):
+            report = await wait_for(lambda: report_when(lambda r: "worker:bare-worker" in flagged(r)))
+        assert report.status == DEGRADED
+        assert list(flagged(report)) == ["worker:bare-worker"], "the sandboxed worker is not named"
+        bare = flagged(report)["worker:bare-worker"]
+        assert bare.status == DEGRADED
+        assert bare.detail == (
+            "worker bare-worker: sandbox off (JOBMESH_WORKER_SANDBOX=off): scripts run without isolation"
+            " — development only"
+        )
+        body = to_json(report_to_proto(report))  # what GetHealth and /api/health answer
+        assert {"name": bare.name, "status": "HEALTH_STATUS_DEGRADED", "detail": bare.detail} in body["components"]
+        # The unsandboxed worker stopped: the mesh is healthy again.
+        report = await wait_for(lambda: report_when(lambda r: not flagged(r)))
+        assert report.status == SERVING, report

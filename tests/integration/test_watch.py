@@ -13,6 +13,7 @@ from gen.jobmesh.v1 import job_pb2, run_pb2
 from tests.conftest import Client, Mesh, wait_for
 from tests.integration.engine import running_worker
 from tests.integration.jobhelp import one_time
+from worker_svc.live_output import LiveOutput
 
 SCRIPT = (
     "import sys, time\n"
@@ -105,21 +106,22 @@ async def test_a_character_split_across_writes_arrives_whole(mesh: Mesh) -> None
     assert text(events, run_pb2.LOG_STREAM_STDOUT) == "café ok\n"
 
 
-async def test_live_output_of_many_runs_is_appended_in_one_batch_in_order(mesh: Mesh, redis: Redis) -> None:
-    async with running_worker(mesh.app.settings, "w-batch") as worker:
-        await worker._publish_batch(
-            [
-                ("r1", runlog.OUT, "a1\n"),
-                ("r2", runlog.ERR, "b1\n"),
-                ("r1", runlog.OUT, "a2\n"),
-                ("r1", runlog.ERR, "a3\n"),
-                ("r2", runlog.ERR, "b2\n"),
-                ("r1", runlog.OUT, "a4 é\n"),
-            ]
-        )
-    first = [(e.kind, e.data) for e in await runlog.read(redis, "r1", "0", None)]
-    second = [(e.kind, e.data) for e in await runlog.read(redis, "r2", "0", None)]
-    assert first == [(runlog.OUT, "a1\na2\n"), (runlog.ERR, "a3\n"), (runlog.OUT, "a4 é\n")]
-    assert second == [(runlog.ERR, "b1\nb2\n")]
+async def test_live_output_of_many_runs_is_appended_in_one_batch_in_order(redis: Redis) -> None:
+    live = LiveOutput(redis)
+    for run_id, kind, data in [
+        ("r1", runlog.OUT, "a1\n"),
+        ("r2", runlog.ERR, "b1\n"),
+        ("r1", runlog.OUT, "a2\n"),
+        ("r1", runlog.ERR, "a3\n"),
+        ("r2", runlog.ERR, "b2\n"),
+        ("r1", runlog.OUT, "a4 é\n"),
+    ]:
+        live.put(run_id, kind, data)
+    await live.flush()
+    await live.close()
+    first = [(e.kind, e.data, e.offset) for e in await runlog.read(redis, "r1", "0", None)]
+    second = [(e.kind, e.data, e.offset) for e in await runlog.read(redis, "r2", "0", None)]
+    assert first == [(runlog.OUT, "a1\na2\n", 0), (runlog.ERR, "a3\n", 6), (runlog.OUT, "a4 é\n", 9)]
+    assert second == [(runlog.ERR, "b1\nb2\n", 0)]
     for run_id in ("r1", "r2"):
         assert 0 < await redis.ttl(keys.run_log_channel(run_id)) <= runlog.TTL_SECONDS

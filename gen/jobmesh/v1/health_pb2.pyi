@@ -75,7 +75,9 @@ class ComponentHealth(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """"database", "redis", "schedulers" or "workers"."""
+    """"database", "redis", "schedulers", "workers", or "worker:<id>" for each
+    live worker that runs scripts without the sandbox (always DEGRADED).
+    """
     status: Global___HealthStatus.ValueType
     """Its status."""
     detail: _builtins.str
@@ -106,7 +108,8 @@ class GetHealthResponse(_message.Message):
     CHECK_TIME_FIELD_NUMBER: _builtins.int
     status: Global___HealthStatus.ValueType
     """NOT_SERVING when the database or Redis is down; DEGRADED when no
-    scheduler or worker is alive; SERVING otherwise.
+    scheduler or worker is alive, or a worker runs without the sandbox;
+    SERVING otherwise.
     """
     @_builtins.property
     def components(self) -> _containers.RepeatedCompositeFieldContainer[Global___ComponentHealth]:

@@ -1,0 +1,277 @@
+"""A run is a script from someone we do not trust. Each test runs a hostile script
+through both real executors (the fork server and a fresh interpreter per run, with
+the sandbox the worker uses by default) and asserts what it must not see or do;
+one ordinary script shows that what a script may do still works."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.test_executors import LIMITS, SANDBOX, processes_of_runs
+from worker_svc.sandbox import (
+    HOST_NETWORK_REFUSED,
+    ExecResult,
+    ForkServerExecutor,
+    IsolatingExecutor,
+    Outcome,
+    SubprocessExecutor,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+KINDS = {"forkserver": ForkServerExecutor, "subprocess": SubprocessExecutor}
+
+
+@pytest.fixture(params=list(KINDS))
+async def executor(request: pytest.FixtureRequest) -> AsyncIterator[IsolatingExecutor]:
+    chosen = KINDS[request.param](LIMITS, SANDBOX)
+    yield chosen
+    await chosen.close()
+
+
+async def run(
+    executor: IsolatingExecutor, source: str, timeout: float = 20.0, host_network: bool = False
+) -> ExecResult:
+    return await executor.run(source, timeout, asyncio.Event(), host_network=host_network)
+
+
+def report(result: ExecResult) -> Any:
+    """The last stdout line of a script that prints json.dumps(...) at its end."""
+    assert result.outcome is Outcome.SUCCEEDED, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+async def test_an_ordinary_script_still_does_what_scripts_do(executor: IsolatingExecutor) -> None:
+    script = """
+import json, os, sqlite3, ssl, subprocess, sys, tempfile, threading
+import yaml  # a library installed in the worker's Python
+out = {}
+out["child"] = subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=True, text=True).stdout
+db = sqlite3.connect("data.db"); db.execute("create table t (x)"); db.execute("insert into t values (1)"); db.commit()
+out["sqlite"] = db.execute("select count(*) from t").fetchone()[0]
+out["ssl"] = ssl.create_default_context().cert_store_stats()["x509_ca"] > 0
+with tempfile.NamedTemporaryFile("w", delete=False) as fh:
+    fh.write("kept")
+out["tmp"] = open(fh.name).read()
+for where in (os.getcwd(), os.environ["HOME"], "/tmp", "/var/tmp", "/dev/shm"):
+    with open(os.path.join(where, "mine.txt"), "w") as fh:
+        fh.write(where)
+out["files"] = sorted(os.listdir("."))
+out["yaml"] = yaml.safe_load("a: 1")
+t = threading.Thread(target=lambda: out.setdefault("thread", True)); t.start(); t.join()
+print(json.dumps(out))
+"""
+    got = report(await run(executor, script))
+    assert got == {"child": "42\n", "sqlite": 1, "ssl": True, "tmp": "kept", "files": ["data.db", "job.py", "mine.txt"],
+                   "yaml": {"a": 1}, "thread": True}  # fmt: skip
+
+
+async def test_1_a_run_is_an_unprivileged_uid_no_other_run_uses(executor: IsolatingExecutor) -> None:
+    script = """
+import json, os, time
+status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\\t" in line)
+try:
+    os.setuid(0)
+    regained = True
+except PermissionError:
+    regained = False
+time.sleep(0.5)  # all three at once
+print(json.dumps({"ids": [os.getuid(), os.geteuid(), os.getgid()], "groups": os.getgroups(), "regained": regained,
+                  "caps": [status[k].strip() for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")],
+                  "nnp": status["NoNewPrivs"].strip()}))
+"""
+    reports = [report(r) for r in await asyncio.gather(*(run(executor, script) for _ in range(3)))]
+    uids = {r["ids"][0] for r in reports}
+    assert len(uids) == 3, "three concurrent runs, three uids"
+    for r in reports:
+        uid = r["ids"][0]
+        assert r["ids"] == [uid, uid, uid] and uid not in (0, os.getuid()), r
+        assert r["groups"] == [] and r["regained"] is False and r["nnp"] == "1"
+        assert r["caps"] == ["0000000000000000"] * 5, "no capability, none to gain"
+
+
+async def test_2_a_run_sees_and_signals_no_other_process(executor: IsolatingExecutor) -> None:
+    worker = os.getpid()  # the worker's own process, as a hostile script would look for it
+    script = f"""
+import json, os, signal
+out = {{"procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()), "me": os.getpid()}}
+for what, act in (("environ", lambda: open("/proc/{worker}/environ").read()),
+                  ("kill", lambda: os.kill({worker}, signal.SIGKILL)),
+                  ("init_environ", lambda: open("/proc/1/environ").read()),
+                  ("init_kill", lambda: os.kill(1, signal.SIGKILL)),
+                  ("parent_kill", lambda: os.kill(os.getppid(), signal.SIGKILL))):
+    try:
+        act()
+        out[what] = "done"
+    except OSError as exc:
+        out[what] = type(exc).__name__
+print(json.dumps(out))
+"""
+    got = report(await run(executor, script))
+    assert got["procs"] == [1, got["me"]], "only its own init and itself"
+    assert got["environ"] == "FileNotFoundError" and got["kill"] == "ProcessLookupError", got
+    assert got["init_environ"] == "PermissionError" and got["init_kill"] == "PermissionError", got
+    assert got["parent_kill"] == "PermissionError", got
+
+
+async def test_3_a_run_sees_only_the_system_and_its_own_files(executor: IsolatingExecutor, tmp_path: Path) -> None:
+    (tmp_path / "host-secret.txt").write_text("host")
+    checks = {
+        "checkout": str(ROOT / "core" / "auth.py"),
+        "state": str(ROOT / ".jobmesh"),
+        "host_tmp": str(tmp_path / "host-secret.txt"),
+        "workers_dirs": str(Path(executor._workdirs.path)),
+        "root_home": "/root/.bash_history",
+        "run_dir_of_the_host": "/run/jobmesh",
+    }
+    script = f"""
+import json, os
+out = {{name: os.path.exists(path) for name, path in {checks!r}.items()}}
+out["tmp"] = os.listdir("/tmp")
+out["checkout_dir"] = sorted(os.listdir({str(ROOT)!r})) if os.path.isdir({str(ROOT)!r}) else None
+for target in ("/etc/evil", "/usr/evil", "/evil", {str(ROOT / "evil")!r}, "/home/evil"):
+    try:
+        open(target, "w").write("x")
+        out[target] = "written"
+    except OSError as exc:
+        out[target] = type(exc).__name__
+open("/tmp/secret-of-this-run", "w").write("mine")
+print(json.dumps(out))
+"""
+    results = [report(r) for r in await asyncio.gather(*(run(executor, script) for _ in range(2)))]
+    for got in results:
+        assert not any(got[name] for name in checks), got
+        assert got["tmp"] == [], "a private /tmp: no host file, no other run's file (two ran at once)"
+        assert got["checkout_dir"] in (None, [".venv"]), "at most the interpreter's virtualenv of the checkout"
+        for target in ("/etc/evil", "/usr/evil", "/evil", str(ROOT / "evil"), "/home/evil"):
+            assert got[target] in ("PermissionError", "OSError", "FileNotFoundError"), (target, got[target])
+    left = [path for path in (ROOT / "evil", Path("/etc/evil"), Path("/tmp/secret-of-this-run")) if path.exists()]
+    assert left == [], "nothing written on the host; its /tmp was its own"
+
+
+async def test_4_a_run_reaches_no_host_service_unless_allowed(executor: IsolatingExecutor) -> None:
+    with socket.socket() as listener:  # a host service: the mesh's Redis or database would be the same
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        script = f"""
+import json, socket
+try:
+    socket.create_connection(("127.0.0.1", {port}), timeout=2).close()
+    print(json.dumps("connected"))
+except OSError as exc:
+    print(json.dumps(type(exc).__name__))
+"""
+        assert report(await run(executor, script)) == "ConnectionRefusedError", "its own loopback only"
+        refused = await run(executor, script, host_network=True)
+        assert (refused.outcome, refused.error, refused.stdout) == (Outcome.FAILED, HOST_NETWORK_REFUSED, "")
+        allowing = type(executor)(LIMITS, SANDBOX.__class__(**{**vars(SANDBOX), "allow_host_network": True}))
+        try:
+            assert report(await run(allowing, script, host_network=True)) == "connected"
+            assert report(await run(allowing, script)) == "ConnectionRefusedError", "only the jobs that ask"
+        finally:
+            await allowing.close()
+
+
+async def test_5_a_run_cannot_leave_its_cgroup_or_lift_its_limits(executor: IsolatingExecutor) -> None:
+    escape = """
+import glob, json, os
+out = {"cgroup": sorted(set(line.split(":")[2] for line in open("/proc/self/cgroup").read().split())), "written": []}
+found = glob.glob("/sys/fs/cgroup/**/pids.max", recursive=True)
+for path in found + glob.glob("/sys/fs/cgroup/**/cgroup.procs", recursive=True):
+    try:
+        open(path, "w").write("max" if path.endswith("pids.max") else str(os.getpid()))
+        out["written"].append(path)
+    except OSError:
+        pass
+out["sys"] = os.path.exists("/sys/fs/cgroup")
+print(json.dumps(out))
+"""
+    got = report(await run(executor, escape))
+    assert got == {"cgroup": ["/"], "written": [], "sys": False}, got
+    if "pids" not in executor._cgroups:
+        return
+    # The next run (in the reused cgroup) still cannot fork past the limit.
+    bomb = """
+import json, os, time
+children = 0
+try:
+    while True:
+        if os.fork() == 0:
+            time.sleep(30)
+            os._exit(0)
+        children += 1
+except OSError:
+    pass
+print(json.dumps(children))
+"""
+    children = report(await run(executor, bomb))
+    assert isinstance(children, int) and 0 < children < LIMITS.processes
+
+
+async def test_6_a_run_finds_nothing_of_another_run_in_its_memory(executor: IsolatingExecutor) -> None:
+    first, second = "jobmesh-key-" + secrets.token_hex(8), secrets.token_hex(8)  # one secret, in two halves
+    await run(executor, f"API_KEY = {first + second!r}\nprint('used', len(API_KEY))\n")
+    # Reads every readable page of its own memory (the fork server's, if forked from
+    # it) for the other run's secret; the halves are never joined in this script.
+    scanner = f"""
+import ctypes, json
+first, second = {first.encode()!r}, {second.encode()!r}
+found = 0
+ctypes.CDLL(None).prctl(4, 1, 0, 0, 0)  # PR_SET_DUMPABLE: its own /proc/self/mem, readable
+with open("/proc/self/mem", "rb", buffering=0) as mem:
+    for line in open("/proc/self/maps").read().splitlines():
+        fields = line.split()
+        if "r" not in fields[1] or (len(fields) > 5 and fields[5] in ("[vvar]", "[vsyscall]", "[vvar_vclock]")):
+            continue
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        try:
+            mem.seek(start)
+            data = mem.read(end - start)
+        except (OSError, OverflowError, ValueError):
+            continue
+        at = data.find(first)
+        while at >= 0:
+            found += data[at + len(first):at + len(first) + len(second)] == second
+            at = data.find(first, at + 1)
+print(json.dumps(found))
+"""
+    assert report(await run(executor, scanner)) == 0
+
+
+async def test_7_nothing_of_a_run_outlives_it(executor: IsolatingExecutor) -> None:
+    marker = f"3600.{secrets.randbelow(10**9):09d}"
+    script = f"""
+import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        for path in ("/sys/fs/cgroup/pids/cgroup.procs", "/sys/fs/cgroup/cgroup.procs"):
+            try:
+                open(path, "w").write(str(os.getpid()))  # leave the run's cgroup, as root could
+            except OSError:
+                pass
+        os.execv("/bin/sleep", ["sleep", "{marker}"])
+    os._exit(0)
+time.sleep(0.5)
+print("parent done")
+"""
+    result = await run(executor, script)
+    assert result.outcome is Outcome.SUCCEEDED, result.stderr
+    survivors = []
+    for pid in os.listdir("/proc"):
+        try:
+            if pid.isdigit() and marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():  # noqa: ASYNC240
+                survivors.append(pid)
+        except OSError:
+            continue
+    assert survivors == [], "the daemon died with its run"
+    assert processes_of_runs() == []

@@ -1,0 +1,510 @@
+"""What a run's own process does, from its fork (or its fresh interpreter) to its
+exit: the isolation, then the script as ``__main__``.
+
+Standard library only: the fork server and the fresh-interpreter bootstrap import
+this file as a top-level module (its directory on ``sys.path``), the worker as
+``worker_svc.sandbox._runner`` (for the request codec).
+
+A request (``encode``d with ``marshal``, one per run)::
+
+    ("run", token, workdir, script, env, cgroup_procs, uid, gid, limits, sandbox)
+
+``sandbox`` is None (development only: the run works in ``workdir`` on the host,
+as the worker's user) or ``(new_root, scratch_bytes, host_network, read_only)``.
+A sandboxed run goes through two processes:
+
+- the **keeper** (the forked child, still root): a new session, the run's cgroups,
+  then new mount, pid, ipc, uts, cgroup and (unless ``host_network``) network
+  namespaces; a tmpfs of ``scratch_bytes`` becomes the run's root, holding
+  read-only binds of ``read_only`` (the system and the interpreter), device nodes,
+  and the only writable places: ``/job`` (the working directory, with a copy of the
+  script), ``/home/job``, ``/tmp``, ``/var/tmp``, ``/dev/shm``; then it pivots into
+  it, forks the script's process and waits for it, exiting as it did;
+- the **script's process**, pid 1 of its own pid namespace (when it ends, the
+  kernel kills everything it started, daemons included; it dies with the keeper):
+  mounts its ``/proc``, applies the rlimits, sets no-new-privs, empties the
+  capability bounding set, drops to the run's ``uid``/``gid`` (no groups, no
+  capabilities), then runs the script.
+
+Nothing of the host but the read-only binds is reachable: no other process, no
+file of the checkout or of another run, no host network (its own loopback only),
+no cgroup file. All of the run's files live in its tmpfs and vanish with it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import marshal
+import os
+import platform
+import resource
+import signal
+import socket
+import struct
+import sys
+
+TYPE_CHECKING = False  # typing stays out of the runs' processes
+
+if TYPE_CHECKING:
+    from typing import Any
+
+MAX_MESSAGE = 1 << 16
+# The order in which a request carries its limits.
+LIMITS = (
+    resource.RLIMIT_CPU,
+    resource.RLIMIT_AS,
+    resource.RLIMIT_NOFILE,
+    resource.RLIMIT_FSIZE,
+    resource.RLIMIT_NPROC,
+    resource.RLIMIT_CORE,
+)
+# Where the run finds its things, inside its root.
+RUN_DIR = "/job"
+RUN_HOME = "/home/job"
+RUN_SCRIPT = RUN_DIR + "/job.py"
+HOSTNAME = b"jobmesh-run"
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MNT_DETACH = 2
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
+SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
+SYS_CLONE = {"x86_64": 56, "aarch64": 220, "ppc64le": 120, "s390x": 120}
+SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "armv7l": 218, "ppc64le": 203, "s390x": 217}
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9))
+
+STATUS_FD = 3  # the run's init writes the script's wait status here
+_libc = ctypes.CDLL(None, use_errno=True)
+_pylibc = ctypes.PyDLL(None, use_errno=True)  # holds the interpreter's lock: for clone
+
+
+def encode(*fields: Any) -> bytes:
+    return marshal.dumps(fields)
+
+
+def decode(data: bytes) -> tuple[Any, ...]:
+    message = marshal.loads(data)
+    if not isinstance(message, tuple) or not message:
+        raise ValueError("malformed fork-server message")
+    return message
+
+
+def _call(name: str, *args: Any) -> None:
+    if getattr(_libc, name)(*args) != 0:
+        number = ctypes.get_errno()
+        raise OSError(number, f"{name}: {os.strerror(number)}")
+
+
+def _mount(source: str | None, target: str, kind: str | None, flags: int, data: str | None = None) -> None:
+    _call(
+        "mount",
+        source.encode() if source is not None else None,
+        target.encode(),
+        kind.encode() if kind is not None else None,
+        ctypes.c_ulong(flags),
+        data.encode() if data is not None else None,
+    )
+
+
+# Run process ------------------------------------------------------------------
+
+
+def start(request: tuple[Any, ...], joined: Any = ()) -> tuple[int, int]:
+    """Start a run's first process: (its pid, the read end of its status pipe or -1).
+
+    Unsandboxed, a plain fork. Sandboxed, a clone into new mount, pid and ipc (and,
+    unless ``joined``, uts and network) namespaces: the child is pid 1 of its own pid
+    namespace, the run's init, which writes the script's wait status into the pipe
+    (a pid 1 cannot die by a signal of its own, so its exit cannot carry it).
+    ``joined``: (descriptor, kind) of namespaces the run enters instead."""
+    sandbox = request[9]
+    if sandbox is None:
+        return os.fork(), -1
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    if not sandbox[2]:
+        flags |= CLONE_NEWNET
+    for _, kind in joined:
+        flags &= ~kind
+    status_r, status_w = os.pipe2(os.O_CLOEXEC)
+    try:
+        pid = clone(flags)
+    except BaseException:
+        os.close(status_r)
+        os.close(status_w)
+        raise
+    if pid == 0:
+        os.close(status_r)
+        for fd, kind in joined:
+            _call("setns", fd, kind)
+        _set_hostname_and_loopback(flags)
+        return 0, status_w
+    os.close(status_w)
+    return pid, status_r
+
+
+def clone(flags: int) -> int:
+    """fork() into new namespaces: ``os.fork`` around a raw clone(2), with the
+    interpreter's own before/after-fork steps."""
+    api = ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    pid = _pylibc.syscall(SYS_CLONE[platform.machine()], ctypes.c_ulong(flags | signal.SIGCHLD), None, None, None, None)
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    number = ctypes.get_errno()
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(number, f"clone: {os.strerror(number)}")
+    return int(pid)
+
+
+def run(request: tuple[Any, ...], out_fd: int, err_fd: int, status_fd: int = -1) -> None:
+    """In the run's first process (see ``start``): isolate, run the script, exit as
+    an interpreter would. Never returns."""
+    status = 127
+    try:
+        _, _, workdir, script, env, cgroup_procs, uid, gid, limits, sandbox = request
+        import fcntl
+
+        # Out of the way first: any of them may have one of the numbers they go to.
+        wanted = [os.open(os.devnull, os.O_RDONLY), out_fd, err_fd] + ([status_fd] if status_fd >= 0 else [])
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in wanted]
+        for number, fd in enumerate(moved):
+            os.dup2(fd, number, inheritable=number < STATUS_FD)
+        os.closerange(len(moved), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        if os.getsid(0) != os.getpid():
+            os.setsid()
+        _default_signals()
+        for procs in cgroup_procs:
+            _write(procs, b"%d" % os.getpid())
+        if sandbox is None:
+            os.chdir(workdir)
+        else:
+            _init(script, uid, gid, *sandbox)  # from here on: the script's process
+            workdir, script = RUN_DIR, RUN_SCRIPT
+        _set_environment(env)
+        for which, value in zip(LIMITS, limits, strict=True):
+            resource.setrlimit(which, (value, value))
+        if sandbox is not None:
+            _drop_privileges(uid, gid)
+        status = run_script(script)
+    except BaseException:
+        try:
+            sys.excepthook(*sys.exc_info())
+            sys.stderr.flush()
+        except BaseException:
+            pass
+    finally:
+        os._exit(status)
+
+
+def _default_signals() -> None:
+    # The C-level calls: signal.signal's enum conversions would touch (and copy)
+    # pages of the fork server's heap in every child.
+    import _signal  # type: ignore[import-not-found]
+
+    signal.set_wakeup_fd(-1)
+    _signal.signal(signal.SIGINT, signal.default_int_handler)
+    for number in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP, signal.SIGPIPE):
+        _signal.signal(number, _signal.SIG_DFL)
+
+
+def _write(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _set_environment(env: dict[str, str]) -> None:
+    for key in [key for key in os.environ if key not in env]:
+        del os.environ[key]
+    for key, text in env.items():
+        if os.environ.get(key) != text:
+            os.environ[key] = text
+    cached = sys.modules.get("tempfile")
+    if cached is not None:  # a preloaded module may have cached the helper's temp dir
+        setattr(cached, "tempdir", None)  # noqa: B010
+
+
+# The run's init -----------------------------------------------------------------
+
+
+def _init(
+    script: str, uid: int, gid: int, new_root: str, scratch_bytes: int, host_network: bool, read_only: list[str]
+) -> None:
+    """As pid 1 of the run's namespaces (still root): build its root, fork the
+    script's process and return in it; the init reaps what is orphaned, reports
+    the script's wait status and exits when it ends, and the kernel then kills
+    everything else the run started."""
+    _call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with its parent
+    _call("unshare", CLONE_NEWCGROUP)  # rooted at the run's cgroup, joined above
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing of ours reaches the host
+    inodes = max(1024, scratch_bytes // 4096)
+    _mount("jobmesh-run", new_root, "tmpfs", MS_NOSUID, f"size={scratch_bytes},nr_inodes={inodes},mode=755")
+    for path in read_only:
+        _bind_read_only(path, new_root + path)
+    _make_run_tree(new_root, script, uid, gid)
+    os.chdir(new_root)
+    if _libc.syscall(SYS_PIVOT_ROOT[platform.machine()], b".", b".") != 0:
+        number = ctypes.get_errno()
+        raise OSError(number, f"pivot_root: {os.strerror(number)}")
+    _call("umount2", b".", MNT_DETACH)  # the host's tree is gone from this namespace
+    os.chdir("/")
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        os.close(STATUS_FD)
+        os.setsid()  # the script leads its own session and process group, as unsandboxed
+        os.chdir(RUN_DIR)
+        return
+    for fd in (0, 1, 2):  # only the script's processes hold the run's streams
+        os.close(fd)
+    while True:
+        try:
+            child, status = os.wait()
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            os._exit(127)
+        if child == pid:
+            break
+    os.write(STATUS_FD, status.to_bytes(4, "little"))
+    os._exit(0)
+
+
+def _bind_read_only(source: str, target: str) -> None:
+    if os.path.islink(source):  # /bin -> usr/bin on a merged-/usr system
+        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+        os.symlink(os.readlink(source), target)
+        return
+    if os.path.isdir(source):
+        os.makedirs(target, 0o755, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+        os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o444))
+    _mount(source, target, None, MS_BIND | MS_REC)
+    _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
+
+
+def _make_run_tree(root: str, script: str, uid: int, gid: int) -> None:
+    for path, mode, owner in (
+        (RUN_DIR, 0o700, uid),
+        (RUN_HOME, 0o700, uid),
+        ("/tmp", 0o1777, 0),
+        ("/var/tmp", 0o1777, 0),
+        ("/dev/shm", 0o1777, 0),
+        ("/proc", 0o555, 0),
+    ):
+        os.makedirs(root + path, 0o755, exist_ok=True)
+        os.chmod(root + path, mode)
+        if owner:
+            os.chown(root + path, uid, gid)
+    for name, major, minor in DEVICES:
+        node = f"{root}/dev/{name}"
+        os.mknod(node, 0o666 | 0o020000, os.makedev(major, minor))
+        os.chmod(node, 0o666)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # fmt: skip
+        os.symlink(target, f"{root}/dev/{name}")
+    with open(script, "rb") as fh:
+        source = fh.read()
+    fd = os.open(root + RUN_SCRIPT, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(source)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)
+
+
+def _set_hostname_and_loopback(made: int) -> None:
+    """A new uts namespace gets the runs' host name, a new network namespace its
+    loopback up (and nothing else)."""
+    if made & CLONE_NEWUTS:
+        _call("sethostname", HOSTNAME, len(HOSTNAME))
+    if made & CLONE_NEWNET:
+        _loopback_up()
+
+
+def slot_namespaces() -> tuple[tuple[int, int], tuple[int, int]]:
+    """A network namespace (loopback only) and a uts namespace that outlive the
+    process that made them: ((net descriptor, CLONE_NEWNET), (uts descriptor,
+    CLONE_NEWUTS)), for runs to join one after another."""
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    done_r, done_w = os.pipe2(os.O_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            os.close(ready_r)
+            os.close(done_w)
+            _call("unshare", CLONE_NEWNET | CLONE_NEWUTS)
+            _set_hostname_and_loopback(CLONE_NEWNET | CLONE_NEWUTS)
+            os.write(ready_w, b"1")
+            os.read(done_r, 1)  # until the maker holds the namespaces
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(ready_w)
+    os.close(done_r)
+    try:
+        if os.read(ready_r, 1) != b"1":
+            raise OSError("the namespaces of a run slot could not be made")
+        net = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        uts = os.open(f"/proc/{pid}/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(ready_r)
+        os.close(done_w)
+        os.waitpid(pid, 0)
+    return (net, CLONE_NEWNET), (uts, CLONE_NEWUTS)
+
+
+def _loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        import fcntl
+
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH22x", b"lo", IFF_UP))
+
+
+def _drop_privileges(uid: int, gid: int) -> None:
+    """No way back to root: no-new-privs, an empty bounding set, then the run's ids
+    (which clears the permitted, effective and ambient capabilities)."""
+    _call("prctl", PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    _call("prctl", PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    last = 40
+    try:
+        with open("/proc/sys/kernel/cap_last_cap", "rb") as fh:
+            last = int(fh.read())
+    except (OSError, ValueError):
+        pass
+    for capability in range(last + 1):
+        _call("prctl", PR_CAPBSET_DROP, capability, 0, 0, 0)
+    os.setgroups([])
+    os.setresgid(gid, gid, gid)
+    os.setresuid(uid, uid, uid)
+
+
+# The script ---------------------------------------------------------------------
+
+
+def line_buffered() -> None:
+    """stdout/stderr as on a terminal: each line goes out when it is complete (one
+    write per line, not one per print() argument as unbuffered ``-u`` streams do)."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.reconfigure(line_buffering=True, write_through=False)  # type: ignore[union-attr]
+
+
+def _exit_status(code: object) -> int:
+    """What the interpreter makes of ``SystemExit(code)``."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        print(code, file=sys.stderr)
+    except Exception:
+        pass
+    return 1
+
+
+def run_script(script: str) -> int:
+    """Runs ``script`` as ``__main__``, compiled here as an interpreter would."""
+    main = type(sys)("__main__")
+    main.__file__ = script
+    main.__builtins__ = __builtins__  # type: ignore[attr-defined]
+    sys.modules["__main__"] = main
+    sys.argv = [script]
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [entry for entry in sys.path if entry != here]
+    line_buffered()
+    status = 0
+    try:
+        with open(script, "rb") as fh:
+            # dont_inherit: this module's own __future__ imports are not the script's.
+            code = compile(fh.read(), script, "exec", dont_inherit=True)
+        exec(code, main.__dict__)
+    except SystemExit as exc:
+        status = _exit_status(exc.code)
+    except BaseException as exc:
+        # The traceback starts in the script, as an interpreter prints it (not here).
+        tb = exc.__traceback__
+        exc.__traceback__ = tb.tb_next if tb is not None else None
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        status = 1
+    return _finalize(main, status)
+
+
+def _finalize(main: Any, status: int) -> int:
+    """The interpreter's shutdown, in order: join non-daemon threads, atexit
+    handlers, then drop the script's globals so its open files flush."""
+    try:
+        threading = sys.modules.get("threading")
+        if threading is not None:
+            threading._shutdown()
+        import atexit
+
+        atexit._run_exitfuncs()
+        main.__dict__.clear()
+        gc.collect()
+    except SystemExit as exc:
+        status = _exit_status(exc.code)
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        status = status or 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    return status
+
+
+def wait_status(pid: int, status_r: int) -> int:
+    """The script's wait status: reported by the run's init, else its own."""
+    _, status = os.waitpid(pid, 0)
+    return reported_status(status_r, status)
+
+
+def reported_status(status_r: int, status: int) -> int:
+    """What the run's init reported on ``status_r`` (closed here), else ``status``
+    (unsandboxed: the process was the script; or the init died without a word)."""
+    if status_r < 0:
+        return status
+    try:
+        os.set_blocking(status_r, False)
+        data = os.read(status_r, 4)
+    except OSError:
+        data = b""
+    finally:
+        os.close(status_r)
+    return int.from_bytes(data, "little") if len(data) == 4 else status
+
+
+def bootstrap() -> None:
+    """The fresh-interpreter executor's entry: ``python -I -u -c ... REQUEST_HEX``,
+    its stdout/stderr already the run's pipes. It starts the run's first process
+    and exits as the script did."""
+    request = decode(bytes.fromhex(sys.argv[1]))
+    pid, status_fd = start(request)
+    if pid == 0:
+        run(request, 1, 2, status_fd)
+    _call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with the worker
+    for fd in (0, 1, 2):
+        os.close(fd)
+    status = wait_status(pid, status_fd)
+    if os.WIFSIGNALED(status):
+        if os.WTERMSIG(status) not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(os.WTERMSIG(status), signal.SIG_DFL)
+        os.kill(os.getpid(), os.WTERMSIG(status))
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF)

@@ -76,7 +76,7 @@ print(json.dumps(out))
 
 async def test_1_a_run_is_an_unprivileged_uid_no_other_run_uses(executor: IsolatingExecutor) -> None:
     script = """
-import json, os, time
+import ctypes, json, os, time
 status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\\t" in line)
 try:
     os.setuid(0)
@@ -84,7 +84,12 @@ try:
 except PermissionError:
     regained = False
 time.sleep(0.5)  # all three at once
+libc = ctypes.CDLL(None, use_errno=True)
+# A user namespace would give back every capability within it; keyrings are shared by uid.
+userns = libc.unshare(0x10000000) == 0
+key = libc.syscall(248, b"user", b"k", b"v", 1, ctypes.c_int(-4)) >= 0  # add_key to the user keyring
 print(json.dumps({"ids": [os.getuid(), os.geteuid(), os.getgid()], "groups": os.getgroups(), "regained": regained,
+                  "userns": userns, "key": key,
                   "caps": [status[k].strip() for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")],
                   "nnp": status["NoNewPrivs"].strip()}))
 """
@@ -95,6 +100,7 @@ print(json.dumps({"ids": [os.getuid(), os.geteuid(), os.getgid()], "groups": os.
         uid = r["ids"][0]
         assert r["ids"] == [uid, uid, uid] and uid not in (0, os.getuid()), r
         assert r["groups"] == [] and r["regained"] is False and r["nnp"] == "1"
+        assert r["userns"] is False and r["key"] is False, "no user namespace, no kernel keyring"
         assert r["caps"] == ["0000000000000000"] * 5, "no capability, none to gain"
 
 

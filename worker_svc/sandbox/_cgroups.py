@@ -20,6 +20,7 @@ import secrets
 import signal
 from dataclasses import dataclass
 
+from worker_svc.sandbox import _runner
 from worker_svc.sandbox._streams import READ_CHUNK
 
 CGROUP_FS = "/sys/fs/cgroup"
@@ -56,12 +57,7 @@ def dead_workers_dirs(base: str) -> list[str]:
 def _sweep_stale_roots(base: str) -> None:
     """Remove the (empty) cgroup directories of workers that died without cleaning up."""
     for root in dead_workers_dirs(base):
-        with contextlib.suppress(OSError):
-            for child in os.listdir(root):
-                if child.startswith("run-"):
-                    with contextlib.suppress(OSError):
-                        os.rmdir(os.path.join(root, child))
-            os.rmdir(root)
+        _runner.remove_cgroup_tree(root)
 
 
 def _own_cgroups() -> dict[str, str]:

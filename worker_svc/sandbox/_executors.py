@@ -192,9 +192,10 @@ class IsolatingExecutor:
         if sandboxed and host_network and not self._sandbox.allow_host_network:
             return ExecResult(Outcome.FAILED, -1, HOST_NETWORK_REFUSED, "", "", False, False)
         uid = await self._uid_pool().take() if sandboxed else -1
-        emptied = False
+        emptied = True  # nothing of the run exists yet
         try:
             workdir, script, cgroup = self._prepare(source)
+            emptied = False
             try:
                 try:
                     limits = self._limits

@@ -201,22 +201,8 @@ class Server:
             time.sleep(0.01)
         if self.workdirs:
             shutil.rmtree(self.workdirs, ignore_errors=True)
-        for root in self.cgroups:
-            # The runs' cgroups (in use or kept for reuse), then the worker's own.
-            try:
-                names = os.listdir(root)
-            except OSError:
-                names = []
-            for name in names:
-                if name.startswith("run-"):
-                    try:
-                        os.rmdir(os.path.join(root, name))
-                    except OSError:
-                        pass
-            try:
-                os.rmdir(root)
-            except OSError:
-                pass
+        for root in self.cgroups:  # the runs' cgroups (in use or kept for reuse), then the worker's own
+            _runner.remove_cgroup_tree(root)
 
 
 def warm_up() -> None:

@@ -27,7 +27,7 @@ class Limits:
 
     def rlimits(self) -> list[int]:
         """In the order of ``_runner.LIMITS``."""
-        return [self.cpu_seconds, self.memory_bytes, self.open_files, self.file_size_bytes, self.processes, 0]
+        return [getattr(self, field) if field else 0 for _, field in _runner.LIMITS]
 
 
 @dataclass(frozen=True)

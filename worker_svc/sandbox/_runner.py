@@ -50,14 +50,15 @@ if TYPE_CHECKING:
     from typing import Any
 
 MAX_MESSAGE = 1 << 16
-# The order in which a request carries its limits.
+# The order in which a request carries its limits: (resource, field of Limits, or
+# None for 0).
 LIMITS = (
-    resource.RLIMIT_CPU,
-    resource.RLIMIT_AS,
-    resource.RLIMIT_NOFILE,
-    resource.RLIMIT_FSIZE,
-    resource.RLIMIT_NPROC,
-    resource.RLIMIT_CORE,
+    (resource.RLIMIT_CPU, "cpu_seconds"),
+    (resource.RLIMIT_AS, "memory_bytes"),
+    (resource.RLIMIT_NOFILE, "open_files"),
+    (resource.RLIMIT_FSIZE, "file_size_bytes"),
+    (resource.RLIMIT_NPROC, "processes"),
+    (resource.RLIMIT_CORE, None),
 )
 # Where the run finds its things, inside its root.
 RUN_DIR = "/job"
@@ -66,6 +67,7 @@ RUN_SCRIPT = RUN_DIR + "/job.py"
 HOSTNAME = b"jobmesh-run"
 
 CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
 CLONE_NEWCGROUP = 0x02000000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
@@ -74,9 +76,12 @@ CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS = 1, 24, 38
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 1, 24, 38, 22, 2
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 47, 4
 SIOCSIFFLAGS, IFF_UP = 0x8914, 0x1
+SYS_MOUNT_SETATTR = {"x86_64": 442, "aarch64": 442}
+AT_FDCWD, AT_RECURSIVE = -100, 0x8000
+MOUNT_ATTR_RDONLY, MOUNT_ATTR_NOSUID, MOUNT_ATTR_NODEV = 1, 2, 4
 SYS_CLONE = {"x86_64": 56, "aarch64": 220, "ppc64le": 120, "s390x": 120}
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "armv7l": 218, "ppc64le": 203, "s390x": 217}
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9))
@@ -191,7 +196,7 @@ def run(request: tuple[Any, ...], out_fd: int, err_fd: int, status_fd: int = -1)
             _init(script, uid, gid, *sandbox)  # from here on: the script's process
             workdir, script = RUN_DIR, RUN_SCRIPT
         _set_environment(env)
-        for which, value in zip(LIMITS, limits, strict=True):
+        for (which, _), value in zip(LIMITS, limits, strict=True):
             resource.setrlimit(which, (value, value))
         if sandbox is not None:
             _drop_privileges(uid, gid)
@@ -293,6 +298,22 @@ def _bind_read_only(source: str, target: str) -> None:
         os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
         os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o444))
     _mount(source, target, None, MS_BIND | MS_REC)
+    _read_only_recursively(target)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]  # fmt: skip
+
+
+def _read_only_recursively(target: str) -> None:
+    """Read-only, nosuid, nodev: the bind and every mount under it (a remount would
+    cover only the top one). mount_setattr(2), Linux 5.12; a remount before it."""
+    number = SYS_MOUNT_SETATTR.get(platform.machine())
+    if number is not None:
+        attr = _MountAttr(MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV, 0, 0, 0)
+        if _libc.syscall(number, AT_FDCWD, target.encode(), AT_RECURSIVE, ctypes.byref(attr), ctypes.sizeof(attr)) == 0:
+            return
     _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
@@ -393,6 +414,44 @@ def _drop_privileges(uid: int, gid: int) -> None:
     os.setgroups([])
     os.setresgid(gid, gid, gid)
     os.setresuid(uid, uid, uid)
+    _seccomp()
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+# seccomp filter (x86_64): the few calls that would undo the sandbox from inside.
+# A user namespace gives its creator every capability within it (and the kernel's
+# widest attack surface); kernel keyrings are not namespaced (a channel between runs);
+# io_uring bypasses the rest. clone3 answers ENOSYS, so the C library falls back to
+# clone, whose flags a filter can read; x32 calls are refused.
+_LD, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
+_ALLOW, _EPERM, _ENOSYS = 0x7FFF0000, 0x00050000 | 1, 0x00050000 | 38
+_X86_64_FILTER = (
+    (_LD, 0, 0, 4), (_JEQ, 1, 0, 0xC000003E), (_RET, 0, 0, _EPERM),  # another architecture: refused
+    (_LD, 0, 0, 0),
+    (_JGE, 0, 1, 0x40000000), (_RET, 0, 0, _EPERM),  # x32
+    (_JEQ, 0, 1, 250), (_RET, 0, 0, _EPERM),  # keyctl
+    (_JEQ, 0, 1, 248), (_RET, 0, 0, _EPERM),  # add_key
+    (_JEQ, 0, 1, 249), (_RET, 0, 0, _EPERM),  # request_key
+    (_JEQ, 0, 1, 425), (_RET, 0, 0, _EPERM),  # io_uring_setup
+    (_JEQ, 0, 1, 435), (_RET, 0, 0, _ENOSYS),  # clone3
+    (_JEQ, 1, 0, 272), (_JEQ, 0, 3, 56),  # unshare or clone: their flags
+    (_LD, 0, 0, 16), (_JSET, 0, 1, CLONE_NEWUSER), (_RET, 0, 0, _EPERM),
+    (_RET, 0, 0, _ALLOW),
+)  # fmt: skip
+
+
+def _seccomp() -> None:
+    if platform.machine() != "x86_64":
+        return  # the namespaces and ids above still hold; this filter is x86_64's
+    program = (_SockFilter * len(_X86_64_FILTER))(*(_SockFilter(*op) for op in _X86_64_FILTER))
+    _call("prctl", PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(_SockFprog(len(program), program)), 0, 0)
 
 
 # The script ---------------------------------------------------------------------
@@ -468,6 +527,24 @@ def _finalize(main: Any, status: int) -> int:
         except Exception:
             pass
     return status
+
+
+def remove_cgroup_tree(root: str) -> None:
+    """Remove a worker's (emptied) cgroup directory and its runs' under it."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("run-"):
+            try:
+                os.rmdir(os.path.join(root, name))
+            except OSError:
+                pass
+    try:
+        os.rmdir(root)
+    except OSError:
+        pass
 
 
 def wait_status(pid: int, status_r: int) -> int:

@@ -4,27 +4,35 @@ jobmesh: N one-time jobs due at one instant, each a Python script run in isolati
 for a `pass` script and a 10-line script that prints; runs/s from the due instant to
 the last result, with the fork-server executor (default) and with the subprocess
 executor (a fresh interpreter per run).
-Celery: 3N trivial tasks (Redis broker, prefork concurrency = CPU count), sent at
-once; tasks/s from the first send to the last result.
+CPU: the worker's and its descendants' user+sys time (/proc/<pid>/stat, reaped
+children included) from the due instant to the last result, per run.
+Celery: 3N trivial tasks in Celery's fast set-up for short tasks (CELERY_SETUP: Redis
+broker, prefork concurrency = CPU count, no result backend), sent at once; each task
+INCRs a counter in Redis, as a jobmesh run's completion is its result row; tasks/s
+from the first send to the counter reaching 3N.
 Memory: the worker's (and its fork server's) resident set while every slot runs a
 sleeping script.
 
-    .venv/bin/python -m bench.execution [--runs 2000] [--slots 8] [--workdir-root /dev/shm]
+    .venv/bin/python -m bench.execution [--runs 2000] [--slots 8] [--workdir-root /dev/shm] [--sandbox on|off]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import json
 import os
 import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
+import redis
+from celery import Celery
+from celery import __version__ as celery_version
 from sqlalchemy import delete, func, insert, select
 
-from bench.common import ROOT, env_for, flush_redis, fresh_database, processes
+from bench.common import REDIS_URL, ROOT, env_for, flush_redis, fresh_database, processes
 from bench.pipeline import FINAL
 from bench.scale import job_values
 from core.ids import new_id
@@ -47,6 +55,40 @@ PRINTING = "\n".join(
 )
 
 
+# The Celery baseline. Its worker runs `celery -A bench.execution:celery_app worker`.
+CELERY_BROKER = os.environ.get("JOBMESH_BENCH_CELERY_BROKER", "redis://127.0.0.1:6379/15")
+CELERY_COUNTER = "jobmesh_bench_celery:done"  # in REDIS_URL's database (14)
+CELERY_CONFIG: dict[str, object] = {
+    "task_ignore_result": True,  # and no result backend configured at all
+    "task_acks_late": False,  # the default: acked when received, before it runs
+    "worker_prefetch_multiplier": 4,  # the default; 16 and 64 measured no faster here
+    "worker_disable_rate_limits": True,
+    "broker_connection_retry_on_startup": True,
+}
+CELERY_WORKER_ARGS = ["--pool=prefork", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                      "--loglevel=WARNING"]  # fmt: skip
+CELERY_SETUP = {
+    "version": celery_version,
+    "broker": "redis",
+    "result_backend": None,
+    **CELERY_CONFIG,
+    "worker_args": CELERY_WORKER_ARGS,  # plus --concurrency=<cpus>
+    "send": "apply_async in a loop on one producer",
+    "completion": f"each task INCRs {CELERY_COUNTER} in {REDIS_URL}; polled every 5 ms",
+}
+celery_app = Celery("jobmesh_bench", broker=CELERY_BROKER)
+celery_app.conf.update(CELERY_CONFIG)
+_counter: redis.Redis | None = None  # one connection per pool process
+
+
+@celery_app.task(name="bench.execution.incr")  # type: ignore[untyped-decorator]
+def incr(key: str) -> None:
+    global _counter
+    if _counter is None:
+        _counter = redis.Redis.from_url(REDIS_URL)
+    _counter.incr(key)
+
+
 def rss_mb(pid: int) -> float:
     with open(f"/proc/{pid}/status") as fh:
         for line in fh:
@@ -56,18 +98,67 @@ def rss_mb(pid: int) -> float:
 
 
 def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):  # every thread's
+        try:
+            with open(path) as fh:
+                found += [int(p) for p in fh.read().split()]
+        except FileNotFoundError:
+            pass
+    return found
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(the process's own user+sys, its reaped children's) from /proc/<pid>/stat."""
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as fh:
-            return [int(p) for p in fh.read().split()]
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()  # fields 3.. (comm may hold spaces)
     except FileNotFoundError:
-        return []
+        return 0.0, 0.0
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])  # fields 14-17
+    return (utime + stime) / TICK, (cutime + cstime) / TICK
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User+sys of a process and all its descendants, live or reaped."""
+    return sum(cpu_seconds(pid)) + sum(tree_cpu_seconds(child) for child in children(pid))
+
+
+def is_fork_server(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return b"forkserver" in fh.read()
+    except FileNotFoundError:
+        return False
+
+
+def worker_cpu(worker_pid: int) -> dict[str, float]:
+    """Seconds: the worker process itself; its children other than the fork server,
+    live or reaped (the subprocess executor's scripts); the fork server and its
+    children, live or reaped (the fork-server executor's scripts)."""
+    own, reaped = cpu_seconds(worker_pid)
+    split = {"worker": own, "worker_children": reaped, "fork_server": 0.0}
+    for child in children(worker_pid):
+        split["fork_server" if is_fork_server(child) else "worker_children"] += tree_cpu_seconds(child)
+    return split
 
 
 async def mesh_rate(
-    script: str, n: int, slots: int, executor: str, workdir_root: str = "", memory: dict[str, float] | None = None
+    script: str,
+    n: int,
+    slots: int,
+    executor: str,
+    workdir_root: str = "",
+    memory: dict[str, float] | None = None,
+    sandbox: str = "on",
+    cpu: dict[str, float] | None = None,
 ) -> float:
     """Runs/s through the mesh; with ``memory``, first fills every slot with a sleeping
-    script and records the worker's and the fork server's RSS in MB."""
+    script and records the worker's and the fork server's RSS in MB; with ``cpu``,
+    records the worker's and its descendants' CPU per run in µs (worker_cpu's split)."""
     flush_redis()
     with fresh_database() as url, processes() as procs:
         db = Database.from_url(url, 2)
@@ -80,12 +171,20 @@ async def mesh_rate(
                     JOBMESH_WORKER_SLOTS=str(slots),
                     JOBMESH_WORKER_EXECUTOR=executor,
                     JOBMESH_WORKER_WORKDIR_ROOT=workdir_root,
+                    JOBMESH_WORKER_SANDBOX=sandbox,
                 ),
             )
+            worker_pid = procs.procs[-1].pid
             if memory is not None:
-                await measure_memory(db, procs.procs[-1].pid, slots, memory)
+                await measure_memory(db, worker_pid, slots, memory)
             due = await insert_one_time_jobs(db, script, n, 3.0)
+            await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+            before = worker_cpu(worker_pid)
             await wait_final(db, n)
+            after = worker_cpu(worker_pid)
+            if cpu is not None:
+                split = {k: round((after[k] - before[k]) / n * 1e6) for k in after}
+                cpu.update(total=sum(split.values()), **split)
             async with db.transaction() as conn:
                 last = (await conn.execute(select(func.max(RunRow.finished_at)))).scalar_one()
                 ok = (
@@ -144,28 +243,54 @@ async def measure_memory(db: Database, worker_pid: int, slots: int, memory: dict
         await conn.execute(delete(JobRow))
 
 
-def celery_rate(n: int, concurrency: int) -> float:
-    from bench.celery_app import app, noop
-
-    app.control.purge()
+def celery_rate(n: int, concurrency: int, cpu: dict[str, float] | None = None) -> float:
+    """Tasks/s of CELERY_SETUP; with ``cpu``, records its worker's (and pool
+    processes') CPU per task in µs."""
+    counter = redis.Redis.from_url(REDIS_URL)
+    warm = CELERY_COUNTER + ":warm-up"
+    counter.delete(CELERY_COUNTER, warm)
+    celery_app.control.purge()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     worker = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "celery"), "-A", "bench.celery_app", "worker", "--pool=prefork",
-         f"--concurrency={concurrency}", "--loglevel=WARNING", "--without-gossip", "--without-mingle",
-         "--without-heartbeat"],
+        [str(ROOT / ".venv" / "bin" / "celery"), "-A", "bench.execution:celery_app", "worker",
+         f"--concurrency={concurrency}", *CELERY_WORKER_ARGS],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        # Warm up: the pool is ready when a task comes back.
-        noop.delay().get(timeout=60)
+        # Warm up until every pool process has run tasks (and holds its Redis connection).
+        for _ in range(concurrency * 10):
+            incr.apply_async((warm,))
+        wait_counter(counter, warm, concurrency * 10, time.monotonic() + 60)
+        before = tree_cpu_seconds(worker.pid)
         started = time.perf_counter()
-        results = [noop.delay() for _ in range(n)]
-        for result in results:
-            result.get(timeout=120)
-        return n / (time.perf_counter() - started)
+        with celery_app.producer_or_acquire() as producer:
+            for _ in range(n):
+                incr.apply_async((CELERY_COUNTER,), producer=producer)
+        wait_counter(counter, CELERY_COUNTER, n, time.monotonic() + 300)
+        elapsed = time.perf_counter() - started
+        if cpu is not None:
+            cpu["celery_worker_cpu_us_per_task"] = round((tree_cpu_seconds(worker.pid) - before) / n * 1e6)
+        return n / elapsed
     finally:
         worker.terminate()
         worker.wait(timeout=30)
+        counter.delete(CELERY_COUNTER, warm)
+        counter.close()
+
+
+def wait_counter(counter: redis.Redis, key: str, n: int, deadline: float) -> None:
+    while int(counter.get(key) or 0) < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Celery ran {int(counter.get(key) or 0)} of {n} tasks")
+        time.sleep(0.005)
+
+
+PHASES = {  # name: (script, executor)
+    "fork_server_pass": ("pass", "forkserver"),
+    "fork_server_printing": (PRINTING, "forkserver"),
+    "subprocess_pass": ("pass", "subprocess"),
+    "subprocess_printing": (PRINTING, "subprocess"),
+}
 
 
 def main() -> None:
@@ -173,23 +298,29 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2000)
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--workdir-root", default="", help="JOBMESH_WORKER_WORKDIR_ROOT (default: system temp dir)")
+    parser.add_argument("--sandbox", choices=["on", "off"], default="on", help="JOBMESH_WORKER_SANDBOX (default: on)")
     args = parser.parse_args()
     cpus = os.cpu_count() or 1
     result: dict[str, object] = {
-        "runs": args.runs, "worker_slots": args.slots, "cpus": cpus, "workdir_root": args.workdir_root or "(temp dir)"
+        "runs": args.runs, "worker_slots": args.slots, "cpus": cpus, "workdir_root": args.workdir_root or "(temp dir)",
+        "worker_sandbox": args.sandbox,
     }  # fmt: skip
     memory: dict[str, float] = {}
-    n, slots, root = args.runs, args.slots, args.workdir_root
+    memory_of = {"fork_server_pass": memory}  # measured once, before the first phase
+    cpu: dict[str, dict[str, float]] = {name: {} for name in PHASES}
+    n, slots, root, sandbox = args.runs, args.slots, args.workdir_root, args.sandbox
     rates = {
-        "fork_server_pass": asyncio.run(mesh_rate("pass", n, slots, "forkserver", root, memory)),
-        "fork_server_printing": asyncio.run(mesh_rate(PRINTING, n, slots, "forkserver", root)),
-        "subprocess_pass": asyncio.run(mesh_rate("pass", n, slots, "subprocess", root)),
-        "subprocess_printing": asyncio.run(mesh_rate(PRINTING, n, slots, "subprocess", root)),
+        name: asyncio.run(mesh_rate(script, n, slots, executor, root, memory_of.get(name), sandbox, cpu[name]))
+        for name, (script, executor) in PHASES.items()
     }
-    celery = celery_rate(args.runs * 3, cpus)
+    celery_cpu: dict[str, float] = {}
+    celery = celery_rate(args.runs * 3, cpus, celery_cpu)
     for name, rate in rates.items():
         result[f"{name}_runs_per_second"] = round(rate, 1)
+    result["cpu_us_per_run"] = cpu
     result["celery_trivial_tasks_per_second"] = round(celery, 1)
+    result.update(celery_cpu)
+    result["celery_setup"] = {**CELERY_SETUP, "concurrency": cpus, "tasks": args.runs * 3}
     result["ratio_fork_server_vs_subprocess"] = round(rates["fork_server_pass"] / rates["subprocess_pass"], 2)
     result["ratio_fork_server_printing_vs_subprocess"] = round(
         rates["fork_server_printing"] / rates["subprocess_printing"], 2

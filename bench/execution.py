@@ -25,6 +25,7 @@ import json
 import os
 import subprocess
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import redis
@@ -57,14 +58,19 @@ PRINTING = "\n".join(
 
 # The Celery baseline. Its worker runs `celery -A bench.execution:celery_app worker`.
 CELERY_BROKER = os.environ.get("JOBMESH_BENCH_CELERY_BROKER", "redis://127.0.0.1:6379/15")
-CELERY_COUNTER = "jobmesh_bench_celery:done"  # in REDIS_URL's database (14)
+CELERY_COUNTERS = "jobmesh_bench_celery:"  # key prefix, in REDIS_URL's database (14)
 CELERY_CONFIG: dict[str, object] = {
     "task_ignore_result": True,  # and no result backend configured at all
     "task_acks_late": False,  # the default: acked when received, before it runs
     "worker_prefetch_multiplier": 4,  # the default; 16 and 64 measured no faster here
     "worker_disable_rate_limits": True,
     "broker_connection_retry_on_startup": True,
+    # Kept: the Redis transport's ack emulation (kombu's default), which puts a task that a
+    # worker fetched but never ran back in the queue. broker_transport_options=
+    # {"ack_emulation": False} roughly doubles the rate here, at the cost of losing the
+    # tasks a dying worker held: not a like-for-like baseline for jobmesh's durable runs.
 }
+# -O fair is not listed: in Celery 5 it is the default scheduling strategy.
 CELERY_WORKER_ARGS = ["--pool=prefork", "--without-gossip", "--without-mingle", "--without-heartbeat",
                       "--loglevel=WARNING"]  # fmt: skip
 CELERY_SETUP = {
@@ -74,7 +80,7 @@ CELERY_SETUP = {
     **CELERY_CONFIG,
     "worker_args": CELERY_WORKER_ARGS,  # plus --concurrency=<cpus>
     "send": "apply_async in a loop on one producer",
-    "completion": f"each task INCRs {CELERY_COUNTER} in {REDIS_URL}; polled every 5 ms",
+    "completion": f"each task INCRs a {CELERY_COUNTERS}* key in {REDIS_URL}; polled every 5 ms",
 }
 celery_app = Celery("jobmesh_bench", broker=CELERY_BROKER)
 celery_app.conf.update(CELERY_CONFIG)
@@ -247,9 +253,9 @@ def celery_rate(n: int, concurrency: int, cpu: dict[str, float] | None = None) -
     """Tasks/s of CELERY_SETUP; with ``cpu``, records its worker's (and pool
     processes') CPU per task in µs."""
     counter = redis.Redis.from_url(REDIS_URL)
-    warm = CELERY_COUNTER + ":warm-up"
-    counter.delete(CELERY_COUNTER, warm)
-    celery_app.control.purge()
+    # Keys of this invocation's own: the key travels in the task, so a task left in the
+    # queue by an earlier, interrupted run only counts for that run (no purge needed).
+    done, warm = (f"{CELERY_COUNTERS}{uuid.uuid4().hex[:8]}:{name}" for name in ("done", "warm-up"))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     worker = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "celery"), "-A", "bench.execution:celery_app", "worker",
@@ -265,8 +271,8 @@ def celery_rate(n: int, concurrency: int, cpu: dict[str, float] | None = None) -
         started = time.perf_counter()
         with celery_app.producer_or_acquire() as producer:
             for _ in range(n):
-                incr.apply_async((CELERY_COUNTER,), producer=producer)
-        wait_counter(counter, CELERY_COUNTER, n, time.monotonic() + 300)
+                incr.apply_async((done,), producer=producer)
+        wait_counter(counter, done, n, time.monotonic() + 300)
         elapsed = time.perf_counter() - started
         if cpu is not None:
             cpu["celery_worker_cpu_us_per_task"] = round((tree_cpu_seconds(worker.pid) - before) / n * 1e6)
@@ -274,7 +280,7 @@ def celery_rate(n: int, concurrency: int, cpu: dict[str, float] | None = None) -
     finally:
         worker.terminate()
         worker.wait(timeout=30)
-        counter.delete(CELERY_COUNTER, warm)
+        counter.delete(done, warm)
         counter.close()
 
 

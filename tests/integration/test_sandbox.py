@@ -23,6 +23,7 @@ from worker_svc.sandbox import (
     ForkServerExecutor,
     IsolatingExecutor,
     Outcome,
+    Sandbox,
     SubprocessExecutor,
 )
 
@@ -281,3 +282,50 @@ print("parent done")
             continue
     assert survivors == [], "the daemon died with its run"
     assert processes_of_runs() == []
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+async def test_the_next_run_of_a_uid_finds_nothing_of_the_last(kind: str) -> None:
+    # One uid: every run of this executor uses it, one after another (the fork server
+    # keeps that uid's sandbox, its namespaces and root, between them).
+    executor = KINDS[kind](LIMITS, Sandbox(**{**vars(SANDBOX), "concurrency": 1}))
+    leave = """
+import ctypes, os, socket, subprocess, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+assert libc.shmget(0x4A4D, 4096, 0o1000 | 0o600) >= 0          # SysV shared memory (IPC_CREAT)
+assert libc.msgget(0x4A4D, 0o1000 | 0o600) >= 0                # SysV message queue
+assert libc.semget(0x4A4D, 1, 0o1000 | 0o600) >= 0             # SysV semaphore
+assert libc.mq_open(b"/jobmesh-left", os.O_CREAT | os.O_RDWR, 0o600, None) >= 0  # POSIX message queue
+for where in ("/tmp", "/var/tmp", "/dev/shm", os.environ["HOME"], "."):
+    open(os.path.join(where, "left-behind"), "w").write("x")
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+listener = socket.socket(); listener.bind(("127.0.0.1", 4242)); listener.listen()
+if os.fork() == 0:
+    time.sleep(60)
+print(os.getuid())
+"""
+    find = """
+import ctypes, json, os, socket
+libc = ctypes.CDLL(None, use_errno=True)
+out = {"uid": os.getuid(), "procs": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()), "me": os.getpid(),
+       "sysv": [libc.shmget(0x4A4D, 0, 0), libc.msgget(0x4A4D, 0), libc.semget(0x4A4D, 0, 0)],
+       "mqueue": libc.mq_open(b"/jobmesh-left", os.O_RDWR, 0, None),
+       "files": [w for w in ("/tmp", "/var/tmp", "/dev/shm", os.environ["HOME"], ".")
+                 if os.path.exists(os.path.join(w, "left-behind"))]}
+try:
+    socket.create_connection(("127.0.0.1", 4242), timeout=1).close()
+    out["listener"] = True
+except OSError:
+    out["listener"] = False
+print(json.dumps(out))
+"""
+    try:
+        left = await run(executor, leave)
+        assert left.outcome is Outcome.SUCCEEDED, left.stderr
+        got = report(await run(executor, find))
+    finally:
+        await executor.close()
+    assert got["uid"] == int(left.stdout), "the same uid, so the same sandbox"
+    assert got["procs"] == [1, got["me"]], "no process of the last run"
+    assert got["sysv"] == [-1, -1, -1] and got["mqueue"] == -1, "no IPC object of the last run"
+    assert got["files"] == [] and got["listener"] is False, got

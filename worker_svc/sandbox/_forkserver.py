@@ -63,8 +63,11 @@ class Server:
         self.workdirs = workdirs if os.path.basename(workdirs).startswith(f"jobmesh-{os.getppid()}-") else ""
         self.cgroups = cgroups
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.namespaces: dict[int, tuple[tuple[int, int], tuple[int, int]]] = {}  # uid -> net, uts
-        self.statuses: dict[int, int] = {}  # pid -> read end of its status pipe (sandboxed runs)
+        # Each (uid, host network)'s sandbox: its init's pid and socket; the token it runs.
+        self.slots: dict[tuple[int, bool], tuple[int, socket.socket]] = {}
+        self.slot_of: dict[int, tuple[int, bool]] = {}  # token -> slot
+        self.slot_runs: dict[int, int] = {}  # slot socket fd -> token running there
+        self.poller: Any = None
 
     def send(self, *fields: Any) -> None:
         self.sock.sendall(encode(*fields))
@@ -74,7 +77,7 @@ class Server:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
-        poller = select.epoll()
+        self.poller = poller = select.epoll()
         requests, wake = self.sock.fileno(), self.wake_r
         poller.register(requests, select.EPOLLIN)
         poller.register(wake, select.EPOLLIN)
@@ -89,6 +92,8 @@ class Server:
                         except BlockingIOError:
                             break
                     self.reap()
+                elif fd != requests:
+                    self.from_slot(fd)
                 elif not self.receive():
                     self.shutdown()
                     return
@@ -118,10 +123,11 @@ class Server:
         if len(fds) != 2:
             self.send("error", token, "expected two output descriptors")
             return
-        sandbox = request[9]
+        if request[9] is not None:
+            self.start_in_slot(request, fds)
+            return
         try:
-            joined = self.slot_namespaces(request[6], host_network=sandbox[2]) if sandbox is not None else ()
-            pid, status_r = _runner.start(request, joined)
+            pid = os.fork()
         except OSError as exc:
             self.send("error", token, f"fork failed: {exc}")
             return
@@ -129,26 +135,71 @@ class Server:
             # Nothing of the helper's state goes on into the run.
             self.running.clear()
             self.pids.clear()
-            self.statuses.clear()
-            _runner.run(request, fds[0], fds[1], status_r)
-        if status_r >= 0:
-            self.statuses[pid] = status_r
+            _runner.run(request, fds[0], fds[1])
         self.running[pid] = token
         self.pids[token] = pid
         self.send("started", token, pid)
 
-    def slot_namespaces(self, uid: int, host_network: bool) -> list[tuple[int, int]]:
-        """The network and uts namespaces of the runs of ``uid`` (descriptor, kind),
-        made once and joined by each of them: making a network namespace costs more
-        than a run. The worker never runs two runs under one uid at once, and a run
-        leaves nothing in them (its processes all end with its pid namespace; a run's
-        user cannot change their configuration)."""
-        made = self.namespaces.get(uid)
-        if made is None:
-            made = self.namespaces[uid] = _runner.slot_namespaces()
-        return [made[1]] if host_network else list(made)
+    def start_in_slot(self, request: tuple[Any, ...], fds: list[int]) -> None:
+        """A sandboxed run goes to its uid's sandbox (made on its first run), with the
+        worker's copy of the script and the run's cgroups as open descriptors: the
+        helper reads neither."""
+        _, token, _, script, env, cgroup_procs, uid, gid, limits, sandbox = request
+        new_root, scratch_bytes, host_network, read_only = sandbox
+        key = (uid, bool(host_network))
+        opened: list[int] = []
+        try:
+            slot = self.slots.get(key)
+            if slot is None:
+                slot = self.slots[key] = _runner.start_slot(uid, gid, new_root, host_network, read_only)
+                self.poller.register(slot[1].fileno(), select.EPOLLIN)
+            opened.append(os.open(script, os.O_RDONLY | os.O_CLOEXEC))
+            opened += [os.open(procs, os.O_WRONLY | os.O_CLOEXEC) for procs in cgroup_procs]
+            message = encode("run", token, env, limits, scratch_bytes, uid, gid)
+            socket.send_fds(slot[1], [message], [*fds, *opened])
+        except OSError as exc:
+            self.send("error", token, f"the run's sandbox could not start it: {exc}")
+            return
+        finally:
+            for fd in opened:
+                os.close(fd)
+        self.slot_of[token] = key
+        self.slot_runs[slot[1].fileno()] = token
+
+    def from_slot(self, fd: int) -> None:
+        """A slot's report (the exit of its run), passed on; or its end."""
+        key = next((k for k, (_, sock) in self.slots.items() if sock.fileno() == fd), None)
+        if key is None:
+            return
+        sock = self.slots[key][1]
+        try:
+            data = sock.recv(MAX_MESSAGE)
+        except OSError:
+            data = b""
+        if data:
+            message = decode(data)
+            self.slot_of.pop(message[1], None)
+            self.slot_runs.pop(fd, None)
+            self.send(*message)
+            return
+        # The slot's init is gone (killed from outside): fail its run; the next run
+        # of its uid makes a new one.
+        self.poller.unregister(fd)
+        sock.close()
+        del self.slots[key]
+        token = self.slot_runs.pop(fd, None)
+        if token is not None:
+            self.slot_of.pop(token, None)
+            self.send("error", token, "the run's sandbox exited")
 
     def kill(self, token: int) -> None:
+        key = self.slot_of.get(token)
+        if key is not None and key in self.slots:
+            try:
+                self.slots[key][1].send(encode("kill", token))
+            except OSError:
+                pass
+            return
         pid = self.pids.get(token)
         if pid is None:
             return
@@ -164,7 +215,7 @@ class Server:
     def reap(self, tell: bool = True) -> None:
         """Collect exited children and tell the worker (or, shutting down, only
         collect them: their directories and cgroups are still to be removed)."""
-        while self.running:
+        while True:
             try:
                 # Peek first: while the exited child is a zombie its pid, and so its
                 # process group id, cannot be reused; kill what the run left in its
@@ -180,8 +231,7 @@ class Server:
             except ChildProcessError:
                 self.running.clear()
                 return
-            token = self.running.pop(pid, None)
-            status = _runner.reported_status(self.statuses.pop(pid, -1), status)
+            token = self.running.pop(pid, None)  # None: a slot's init (its socket tells)
             if token is not None and tell:
                 del self.pids[token]
                 self.send("exit", token, status)
@@ -192,6 +242,12 @@ class Server:
         cgroups."""
         for token in list(self.pids):
             self.kill(token)
+        for pid, sock in self.slots.values():  # each kills its runs and exits
+            sock.close()
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         import shutil
         import time
 
@@ -199,6 +255,11 @@ class Server:
         while self.running and time.monotonic() < deadline:
             self.reap(tell=False)
             time.sleep(0.01)
+        for pid, _ in self.slots.values():
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
         if self.workdirs:
             shutil.rmtree(self.workdirs, ignore_errors=True)
         for root in self.cgroups:  # the runs' cgroups (in use or kept for reuse), then the worker's own

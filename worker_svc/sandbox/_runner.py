@@ -64,6 +64,7 @@ LIMITS = (
 RUN_DIR = "/job"
 RUN_HOME = "/home/job"
 RUN_SCRIPT = RUN_DIR + "/job.py"
+SCRATCH = "/.scratch"  # where a slot's run mounts its writable tmpfs before binding its parts
 HOSTNAME = b"jobmesh-run"
 
 CLONE_NEWNS = 0x00020000
@@ -122,22 +123,21 @@ def _mount(source: str | None, target: str, kind: str | None, flags: int, data: 
 # Run process ------------------------------------------------------------------
 
 
-def start(request: tuple[Any, ...], joined: Any = ()) -> tuple[int, int]:
+def start(request: tuple[Any, ...]) -> tuple[int, int]:
     """Start a run's first process: (its pid, the read end of its status pipe or -1).
 
-    Unsandboxed, a plain fork. Sandboxed, a clone into new mount, pid and ipc (and,
-    unless ``joined``, uts and network) namespaces: the child is pid 1 of its own pid
-    namespace, the run's init, which writes the script's wait status into the pipe
-    (a pid 1 cannot die by a signal of its own, so its exit cannot carry it).
-    ``joined``: (descriptor, kind) of namespaces the run enters instead."""
+    Unsandboxed, a plain fork. Sandboxed, a clone into new mount, pid, ipc, uts and
+    (unless the job has the host's) network namespaces: the child is pid 1 of its
+    own pid namespace, the run's init, which writes the script's wait status into
+    the pipe (a pid 1 cannot die by a signal of its own, so its exit cannot carry
+    it). The fresh-interpreter executor's path; the fork server's sandboxed runs go
+    through a slot's sandbox (below)."""
     sandbox = request[9]
     if sandbox is None:
         return os.fork(), -1
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
     if not sandbox[2]:
         flags |= CLONE_NEWNET
-    for _, kind in joined:
-        flags &= ~kind
     status_r, status_w = os.pipe2(os.O_CLOEXEC)
     try:
         pid = clone(flags)
@@ -147,8 +147,6 @@ def start(request: tuple[Any, ...], joined: Any = ()) -> tuple[int, int]:
         raise
     if pid == 0:
         os.close(status_r)
-        for fd, kind in joined:
-            _call("setns", fd, kind)
         _set_hostname_and_loopback(flags)
         return 0, status_w
     os.close(status_w)
@@ -253,19 +251,10 @@ def _init(
     everything else the run started."""
     _call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with its parent
     _call("unshare", CLONE_NEWCGROUP)  # rooted at the run's cgroup, joined above
-    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing of ours reaches the host
-    inodes = max(1024, scratch_bytes // 4096)
-    _mount("jobmesh-run", new_root, "tmpfs", MS_NOSUID, f"size={scratch_bytes},nr_inodes={inodes},mode=755")
-    for path in read_only:
-        _bind_read_only(path, new_root + path)
-    _make_run_tree(new_root, script, uid, gid)
-    os.chdir(new_root)
-    if _libc.syscall(SYS_PIVOT_ROOT[platform.machine()], b".", b".") != 0:
-        number = ctypes.get_errno()
-        raise OSError(number, f"pivot_root: {os.strerror(number)}")
-    _call("umount2", b".", MNT_DETACH)  # the host's tree is gone from this namespace
-    os.chdir("/")
-    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    source = os.open(script, os.O_RDONLY | os.O_CLOEXEC)  # a host path: before the pivot
+    _build_root(new_root, scratch_bytes, read_only, uid, gid)
+    _copy_script(source, uid, gid)
+    os.close(source)
     pid = os.fork()
     if pid == 0:
         os.close(STATUS_FD)
@@ -285,6 +274,38 @@ def _init(
             break
     os.write(STATUS_FD, status.to_bytes(4, "little"))
     os._exit(0)
+
+
+def _build_root(new_root: str, size: int, read_only: list[str], uid: int, gid: int) -> None:
+    """In a new mount namespace: a tmpfs of ``size`` at ``new_root`` with the
+    read-only binds, the run's directories and devices, made the root; with the
+    ``/proc`` of the pid namespace it is in."""
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)  # nothing of ours reaches the host
+    inodes = max(1024, size // 4096)
+    _mount("jobmesh-run", new_root, "tmpfs", MS_NOSUID, f"size={size},nr_inodes={inodes},mode=755")
+    for path in read_only:
+        _bind_read_only(path, new_root + path)
+    _make_run_tree(new_root, uid, gid)
+    os.chdir(new_root)
+    if _libc.syscall(SYS_PIVOT_ROOT[platform.machine()], b".", b".") != 0:
+        number = ctypes.get_errno()
+        raise OSError(number, f"pivot_root: {os.strerror(number)}")
+    _call("umount2", b".", MNT_DETACH)  # the host's tree is gone from this namespace
+    os.chdir("/")
+    _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+
+
+def _copy_script(source_fd: int, uid: int, gid: int) -> None:
+    """The run's own copy of its script, read from the worker's."""
+    fd = os.open(RUN_SCRIPT, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        while chunk := os.read(source_fd, 1 << 16):
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        os.fchown(fd, uid, gid)
+    finally:
+        os.close(fd)
 
 
 def _bind_read_only(source: str, target: str) -> None:
@@ -317,18 +338,15 @@ def _read_only_recursively(target: str) -> None:
     _mount(None, target, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
 
 
-def _make_run_tree(root: str, script: str, uid: int, gid: int) -> None:
-    for path, mode, owner in (
-        (RUN_DIR, 0o700, uid),
-        (RUN_HOME, 0o700, uid),
-        ("/tmp", 0o1777, 0),
-        ("/var/tmp", 0o1777, 0),
-        ("/dev/shm", 0o1777, 0),
-        ("/proc", 0o555, 0),
-    ):
+WRITABLE = ((RUN_DIR, 0o700, True), (RUN_HOME, 0o700, True), ("/tmp", 0o1777, False),
+            ("/var/tmp", 0o1777, False), ("/dev/shm", 0o1777, False))  # fmt: skip
+
+
+def _make_run_tree(root: str, uid: int, gid: int) -> None:
+    for path, mode, owned in (*WRITABLE, ("/proc", 0o555, False), (SCRATCH, 0o700, False)):
         os.makedirs(root + path, 0o755, exist_ok=True)
         os.chmod(root + path, mode)
-        if owner:
+        if owned:
             os.chown(root + path, uid, gid)
     for name, major, minor in DEVICES:
         node = f"{root}/dev/{name}"
@@ -337,16 +355,224 @@ def _make_run_tree(root: str, script: str, uid: int, gid: int) -> None:
     for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                          ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):  # fmt: skip
         os.symlink(target, f"{root}/dev/{name}")
-    with open(script, "rb") as fh:
-        source = fh.read()
-    fd = os.open(root + RUN_SCRIPT, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+
+
+# A slot's sandbox --------------------------------------------------------------------
+#
+# The fork server's fast path. Making namespaces and a root costs several times a
+# run, so each uid (a slot: its runs never overlap) gets a sandbox made once: a
+# process, the slot's init, that is pid 1 of the slot's pid, mount, ipc, network
+# and uts namespaces, with the root built as above. For each run it forks the
+# script's process, which takes a private copy of the mount namespace with a fresh
+# tmpfs for every writable place, joins the run's cgroups, and drops to the uid;
+# when the script ends, the init kills every other process of the namespace and
+# removes every SysV and POSIX IPC object, so the next run finds the slot as made.
+#
+#   fork server → init  ("run", token, env, limits, scratch_bytes, uid, gid)
+#                       + [out_fd, err_fd, script_fd, cgroup.procs fds...]
+#                       ("kill", token)
+#   init → fork server  ("exit", token, wait_status) or ("error", token, message)
+
+
+def start_slot(uid: int, gid: int, new_root: str, host_network: bool, read_only: list[str]) -> tuple[int, Any]:
+    """Make a slot's sandbox: (its init's pid, the socket to it)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | (0 if host_network else CLONE_NEWNET)
     try:
-        view = memoryview(source)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fchown(fd, uid, gid)
+        pid = clone(flags)
+    except BaseException:
+        ours.close()
+        theirs.close()
+        raise
+    if pid == 0:
+        status = 1
+        try:
+            ours.close()
+            _slot(theirs, uid, gid, new_root, flags, read_only)
+            status = 0
+        except BaseException:
+            try:
+                sys.excepthook(*sys.exc_info())
+            except BaseException:
+                pass
+        finally:
+            os._exit(status)
+    theirs.close()
+    return pid, ours
+
+
+def _slot(sock: Any, uid: int, gid: int, new_root: str, flags: int, read_only: list[str]) -> None:
+    """The slot's init: never returns but by an exception."""
+    _call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with the fork server
+    os.dup2(sock.fileno(), STATUS_FD)
+    sock.close()
+    os.closerange(STATUS_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    sock = socket.socket(fileno=STATUS_FD)
+    _set_hostname_and_loopback(flags)
+    _build_root(new_root, 1 << 20, read_only, uid, gid)
+    os.makedirs("/dev/mqueue", 0o755, exist_ok=True)
+    # The slot's tree is the same for every run: nothing writes into it (a run's
+    # writable places are its own tmpfs, bound over their mount points).
+    _mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID)
+    _mount("mqueue", "/dev/mqueue", "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+    import select
+
+    poller = select.epoll()
+    poller.register(sock.fileno(), select.EPOLLIN)
+    poller.register(wake_r, select.EPOLLIN)
+    running: tuple[int, int] | None = None  # (pid, token) of the run's script
+    while True:
+        for fd, _ in poller.poll():
+            if fd == wake_r:
+                while True:
+                    try:
+                        if not os.read(wake_r, 512):
+                            break
+                    except BlockingIOError:
+                        break
+                if running is not None:
+                    status = _reap(running[0])
+                    if status is not None:
+                        _empty_slot()
+                        sock.sendall(encode("exit", running[1], status))
+                        running = None
+                else:
+                    _reap(-1)
+                continue
+            try:
+                data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 3 + len(CONTROLLER_SLOTS))
+            except InterruptedError:
+                continue
+            if not data:
+                _kill_all()
+                return
+            message = decode(data)
+            if message[0] == "kill":
+                if running is not None and running[1] == message[1]:
+                    _kill_all(reap=False)  # the script's status comes with SIGCHLD
+                for fd in fds:
+                    os.close(fd)
+                continue
+            try:
+                pid = os.fork()
+            except OSError as exc:
+                for fd in fds:
+                    os.close(fd)
+                sock.sendall(encode("error", message[1], f"fork failed: {exc}"))
+                continue
+            if pid == 0:
+                poller.close()
+                os.close(wake_r)
+                os.close(wake_w)
+                _run_in_slot(message, fds)
+            for fd in fds:
+                os.close(fd)
+            running = (pid, message[1])
+
+
+CONTROLLER_SLOTS = (0, 1, 2)  # a run may carry up to this many cgroup.procs descriptors
+
+
+def _reap(pid: int) -> int | None:
+    """Collect every exited process; the wait status of ``pid`` if it was one."""
+    found = None
+    while True:
+        try:
+            child, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return found
+        if child == 0:
+            return found
+        if child == pid:
+            found = status
+
+
+def _kill_all(reap: bool = True) -> None:
+    """Everything in the slot's pid namespace but its init (the caller), gone."""
+    try:
+        os.kill(-1, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    while reap:
+        try:
+            os.wait()
+        except ChildProcessError:
+            return
+        except InterruptedError:
+            continue
+
+
+def _empty_slot() -> None:
+    """After a run: no process of it left, no SysV or POSIX IPC object of it."""
+    _kill_all()
+    for kind in ("shm", "sem", "msg"):
+        try:
+            with open(f"/proc/sysvipc/{kind}") as fh:
+                ids = [int(line.split()[1]) for line in fh.read().splitlines()[1:] if line.strip()]
+        except OSError:
+            continue
+        for number in ids:
+            if kind == "shm":
+                _libc.shmctl(number, 0, None)  # IPC_RMID
+            elif kind == "sem":
+                _libc.semctl(number, 0, 0)
+            else:
+                _libc.msgctl(number, 0, None)
+    for name in os.listdir("/dev/mqueue"):
+        try:
+            os.unlink("/dev/mqueue/" + name)
+        except OSError:
+            pass
+
+
+def _run_in_slot(message: tuple[Any, ...], fds: list[int]) -> None:
+    """The script's process, forked by the slot's init (still root). Never returns."""
+    status = 127
+    try:
+        _, _, env, limits, scratch_bytes, uid, gid = message
+        import fcntl
+
+        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in [os.open(os.devnull, os.O_RDONLY), *fds]]
+        for number, fd in enumerate(moved[:3]):
+            os.dup2(fd, number)
+        source, cgroup_procs = moved[3], moved[4:]
+        os.setsid()
+        _default_signals()
+        for procs in cgroup_procs:
+            os.write(procs, b"0")  # this process
+            os.close(procs)
+        _call("unshare", CLONE_NEWNS | CLONE_NEWCGROUP)  # its own copy of the slot's tree
+        inodes = max(1024, scratch_bytes // 4096)
+        _mount("jobmesh-run", SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_bytes},nr_inodes={inodes}")
+        for path, mode, owned in WRITABLE:
+            part = SCRATCH + "/" + path.strip("/").replace("/", "_")
+            os.mkdir(part, mode)
+            os.chmod(part, mode)
+            if owned:
+                os.chown(part, uid, gid)
+            _mount(part, path, None, MS_BIND)
+        _call("umount2", SCRATCH.encode(), MNT_DETACH)
+        _copy_script(source, uid, gid)
+        os.close(source)
+        os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+        os.chdir(RUN_DIR)
+        _set_environment(env)
+        for (which, _), value in zip(LIMITS, limits, strict=True):
+            resource.setrlimit(which, (value, value))
+        _drop_privileges(uid, gid)
+        status = run_script(RUN_SCRIPT)
+    except BaseException:
+        try:
+            sys.excepthook(*sys.exc_info())
+            sys.stderr.flush()
+        except BaseException:
+            pass
     finally:
-        os.close(fd)
+        os._exit(status)
 
 
 def _set_hostname_and_loopback(made: int) -> None:
@@ -356,39 +582,6 @@ def _set_hostname_and_loopback(made: int) -> None:
         _call("sethostname", HOSTNAME, len(HOSTNAME))
     if made & CLONE_NEWNET:
         _loopback_up()
-
-
-def slot_namespaces() -> tuple[tuple[int, int], tuple[int, int]]:
-    """A network namespace (loopback only) and a uts namespace that outlive the
-    process that made them: ((net descriptor, CLONE_NEWNET), (uts descriptor,
-    CLONE_NEWUTS)), for runs to join one after another."""
-    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-    done_r, done_w = os.pipe2(os.O_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            os.close(ready_r)
-            os.close(done_w)
-            _call("unshare", CLONE_NEWNET | CLONE_NEWUTS)
-            _set_hostname_and_loopback(CLONE_NEWNET | CLONE_NEWUTS)
-            os.write(ready_w, b"1")
-            os.read(done_r, 1)  # until the maker holds the namespaces
-            status = 0
-        finally:
-            os._exit(status)
-    os.close(ready_w)
-    os.close(done_r)
-    try:
-        if os.read(ready_r, 1) != b"1":
-            raise OSError("the namespaces of a run slot could not be made")
-        net = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        uts = os.open(f"/proc/{pid}/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(ready_r)
-        os.close(done_w)
-        os.waitpid(pid, 0)
-    return (net, CLONE_NEWNET), (uts, CLONE_NEWUTS)
 
 
 def _loopback_up() -> None:

@@ -419,3 +419,26 @@ async def test_a_fast_writer_is_read_as_it_writes(executor: IsolatingExecutor) -
     gaps = [b - a for a, b in itertools.pairwise(reads)]
     quick = sum(gap < OUTPUT_GATHER_SECONDS / 2 for gap in gaps)
     assert quick > len(gaps) / 2, f"{quick} of {len(gaps)} reads followed the previous one within half an interval"
+
+
+async def test_a_sandbox_that_dies_fails_its_run_and_is_made_again() -> None:
+    executor = ForkServerExecutor(LIMITS, SANDBOX)
+    try:
+        started = asyncio.Event()
+        running = asyncio.create_task(
+            executor.run("import time\nprint('up', flush=True)\ntime.sleep(60)", 60, asyncio.Event(),
+                         lambda stream, chunk: started.set())
+        )  # fmt: skip
+        await asyncio.wait_for(started.wait(), 10)
+        assert executor._helper is not None
+        helper = executor._helper.pid
+        children = Path(f"/proc/{helper}/task/{helper}/children").read_text().split()  # noqa: ASYNC240
+        [init] = [int(pid) for pid in children]  # the run's sandbox (its script is that init's child)
+        os.kill(init, signal.SIGKILL)
+        with pytest.raises(ExecutorError, match="sandbox exited"):
+            await asyncio.wait_for(running, 10)
+        await wait_for(lambda: not processes_of_runs(), timeout=5)
+        again = await run(executor, "print('new sandbox')")
+        assert again.stdout == "new sandbox\n"
+    finally:
+        await executor.close()

@@ -1,4 +1,5 @@
-"""Per-run cgroups: a pids and a memory limit for the run as a whole, and the list
+"""Per-run cgroups: a pids and a memory limit for the run as a whole, a fair share of
+the CPU, and the list
 of every process it started (to kill them all, wherever they moved in the process
 tree). The worker (root) makes them; a run's processes run under another uid and
 see no cgroup file at all (their mount namespace has no /sys), so they cannot
@@ -24,7 +25,9 @@ from worker_svc.sandbox import _runner
 from worker_svc.sandbox._streams import READ_CHUNK
 
 CGROUP_FS = "/sys/fs/cgroup"
-CONTROLLERS = ("pids", "memory")
+# pids and memory with the configured limits; cpu with none: each run a cgroup of its
+# own, so runs share the CPU equally however many processes each starts.
+CONTROLLERS = ("pids", "memory", "cpu")
 # Emptied run cgroups (and run directories), kept for the next runs.
 MAX_SPARES = 64
 _WORKER_DIR = re.compile(r"jobmesh-(\d+)-\w+")
@@ -169,6 +172,8 @@ class RunCgroup:
             path = os.path.join(root, name)
             if controller == "pids":
                 self._limit_files.append((os.path.join(path, "pids.max"), "processes"))
+            elif controller == "cpu":
+                continue
             elif os.path.exists(os.path.join(path, "memory.max")):
                 self._limit_files.append((os.path.join(path, "memory.max"), "memory_bytes"))
             else:

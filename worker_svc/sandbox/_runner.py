@@ -292,6 +292,18 @@ def _build_root(new_root: str, size: int, read_only: list[str], uid: int, gid: i
         raise OSError(number, f"pivot_root: {os.strerror(number)}")
     _call("umount2", b".", MNT_DETACH)  # the host's tree is gone from this namespace
     os.chdir("/")
+    _mount_proc()
+
+
+def _mount_proc() -> None:
+    """The pid namespace's /proc, showing a run only its own processes (not the
+    init's, which is root): hidepid=invisible, or 2 before Linux 5.8."""
+    for hidepid in ("invisible", "2"):
+        try:
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, f"hidepid={hidepid}")
+            return
+        except OSError:
+            continue
     _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
 
 

@@ -178,7 +178,8 @@ def test_two_schedulers_fire_every_slot_exactly_once(fresh_db: str, procs: list[
     per_minute = Counter(s for (j, s) in slots if j != every_second.id)
     boundary = (started + timedelta(minutes=1)).replace(second=0, microsecond=0, tzinfo=None)  # raw rows: naive UTC
     assert per_minute.get(boundary) == 200, per_minute
-    assert all(n == 200 for n in per_minute.values()), per_minute
+    # (A minute that passed while the 200 were being created fired those created before it.)
+    assert all(n == 200 for minute, n in per_minute.items() if minute >= boundary), per_minute
     assert stopped > started
     assert all(r[3] in ("SUCCEEDED", "SKIPPED", "QUEUED", "PENDING", "RUNNING") for r in all_rows)
 

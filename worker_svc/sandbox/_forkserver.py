@@ -13,11 +13,15 @@ the run's stdout/stderr pipe ends attached as SCM_RIGHTS:
                      + [out_fd, err_fd] (see ``_runner``)
                      ("kill", token)
     helper → worker  ("ready", 0, pid) once, then per run
-                     ("started", token, pid) then ("exit", token, wait_status), or ("error", token, message)
+                     ("started", token, pid) (unsandboxed runs) and ("exit", token, wait_status),
+                     or ("error", token, message)
 
-The child (``_runner.run``) isolates itself and runs the script as ``__main__``,
-compiled in the child: a cache of compiled scripts in the helper would put every
-user's source into every other user's run's memory.
+An unsandboxed run is a fork of the helper (``_runner.run``). A sandboxed run goes to
+the sandbox of its uid, made by the helper on that uid's first run and kept (see
+"A slot's sandbox" in ``_runner``): the helper passes it the run's pipes, the
+worker's copy of the script and the run's cgroups as open descriptors, and passes
+its report back. Scripts are compiled in their own run: a cache of compiled scripts
+in the helper would put every user's source into every other user's run's memory.
 
 The helper is single-threaded, so forking is safe. Children are reaped in the main
 loop (SIGCHLD only wakes it through the wakeup fd), so no message is ever written

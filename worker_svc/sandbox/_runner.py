@@ -1,5 +1,5 @@
-"""What a run's own process does, from its fork (or its fresh interpreter) to its
-exit: the isolation, then the script as ``__main__``.
+"""What a run's own processes do, from the fork to the exit: the isolation, then
+the script as ``__main__``.
 
 Standard library only: the fork server and the fresh-interpreter bootstrap import
 this file as a top-level module (its directory on ``sys.path``), the worker as
@@ -10,25 +10,28 @@ A request (``encode``d with ``marshal``, one per run)::
     ("run", token, workdir, script, env, cgroup_procs, uid, gid, limits, sandbox)
 
 ``sandbox`` is None (development only: the run works in ``workdir`` on the host,
-as the worker's user) or ``(new_root, scratch_bytes, host_network, read_only)``.
-A sandboxed run goes through two processes:
+as the worker's user; ``run``) or ``(new_root, scratch_bytes, host_network,
+read_only)``. A sandboxed run executes in the sandbox of its uid (a slot, below):
 
-- the **keeper** (the forked child, still root): a new session, the run's cgroups,
-  then new mount, pid, ipc, uts, cgroup and (unless ``host_network``) network
-  namespaces; a tmpfs of ``scratch_bytes`` becomes the run's root, holding
-  read-only binds of ``read_only`` (the system and the interpreter), device nodes,
-  and the only writable places: ``/job`` (the working directory, with a copy of the
-  script), ``/home/job``, ``/tmp``, ``/var/tmp``, ``/dev/shm``; then it pivots into
-  it, forks the script's process and waits for it, exiting as it did;
-- the **script's process**, pid 1 of its own pid namespace (when it ends, the
-  kernel kills everything it started, daemons included; it dies with the keeper):
-  mounts its ``/proc``, applies the rlimits, sets no-new-privs, empties the
-  capability bounding set, drops to the run's ``uid``/``gid`` (no groups, no
-  capabilities), then runs the script.
+- the slot's **init**, made once (``start_slot``): a clone into new mount, pid, ipc,
+  uts and (unless ``host_network``) network namespaces, pid 1 there and still root.
+  It mounts a small tmpfs at ``new_root`` holding read-only binds of ``read_only``
+  (the system and the interpreter), device nodes and the mount points of the
+  run's writable places, pivots into it (the host's tree is detached), mounts the
+  namespace's ``/proc`` (``hidepid``: a run sees only its own processes) and makes
+  the tree read-only;
+- for each run, the **script's process**, forked by the init: its own session, the
+  run's cgroups, a private copy of the mount tree (and a cgroup namespace) with one
+  fresh tmpfs of ``scratch_bytes`` bound at ``/job`` (the working directory, with a
+  copy of the script), ``/home/job``, ``/tmp``, ``/var/tmp`` and ``/dev/shm``; the
+  rlimits, no-new-privs, an empty capability bounding set, the run's ``uid``/``gid``
+  (no groups, no capabilities) and a seccomp filter; then the script;
+- when the script ends, the init kills every other process of the namespace and
+  removes every SysV and POSIX IPC object, and reports the script's wait status.
 
 Nothing of the host but the read-only binds is reachable: no other process, no
 file of the checkout or of another run, no host network (its own loopback only),
-no cgroup file. All of the run's files live in its tmpfs and vanish with it.
+no cgroup file.
 """
 
 from __future__ import annotations
@@ -87,7 +90,7 @@ SYS_CLONE = {"x86_64": 56, "aarch64": 220, "ppc64le": 120, "s390x": 120}
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "armv7l": 218, "ppc64le": 203, "s390x": 217}
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9))
 
-STATUS_FD = 3  # the run's init writes the script's wait status here
+SLOT_FD = 3  # a slot's init talks to its maker on this descriptor
 _libc = ctypes.CDLL(None, use_errno=True)
 _pylibc = ctypes.PyDLL(None, use_errno=True)  # holds the interpreter's lock: for clone
 
@@ -123,36 +126,6 @@ def _mount(source: str | None, target: str, kind: str | None, flags: int, data: 
 # Run process ------------------------------------------------------------------
 
 
-def start(request: tuple[Any, ...]) -> tuple[int, int]:
-    """Start a run's first process: (its pid, the read end of its status pipe or -1).
-
-    Unsandboxed, a plain fork. Sandboxed, a clone into new mount, pid, ipc, uts and
-    (unless the job has the host's) network namespaces: the child is pid 1 of its
-    own pid namespace, the run's init, which writes the script's wait status into
-    the pipe (a pid 1 cannot die by a signal of its own, so its exit cannot carry
-    it). The fresh-interpreter executor's path; the fork server's sandboxed runs go
-    through a slot's sandbox (below)."""
-    sandbox = request[9]
-    if sandbox is None:
-        return os.fork(), -1
-    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
-    if not sandbox[2]:
-        flags |= CLONE_NEWNET
-    status_r, status_w = os.pipe2(os.O_CLOEXEC)
-    try:
-        pid = clone(flags)
-    except BaseException:
-        os.close(status_r)
-        os.close(status_w)
-        raise
-    if pid == 0:
-        os.close(status_r)
-        _set_hostname_and_loopback(flags)
-        return 0, status_w
-    os.close(status_w)
-    return pid, status_r
-
-
 def clone(flags: int) -> int:
     """fork() into new namespaces: ``os.fork`` around a raw clone(2), with the
     interpreter's own before/after-fork steps."""
@@ -169,36 +142,19 @@ def clone(flags: int) -> int:
     return int(pid)
 
 
-def run(request: tuple[Any, ...], out_fd: int, err_fd: int, status_fd: int = -1) -> None:
-    """In the run's first process (see ``start``): isolate, run the script, exit as
-    an interpreter would. Never returns."""
+def run(request: tuple[Any, ...], out_fd: int, err_fd: int) -> None:
+    """An unsandboxed run's process (forked, or the fresh interpreter itself): its
+    session, cgroups, environment and rlimits, then the script; exits as an
+    interpreter would. Never returns."""
+    _process(lambda: _run(request, out_fd, err_fd))
+
+
+def _process(body: Any) -> None:
+    """A run's process: ``body``'s status (127 if it fails before the script runs,
+    with the traceback on the run's stderr), then exit. Never returns."""
     status = 127
     try:
-        _, _, workdir, script, env, cgroup_procs, uid, gid, limits, sandbox = request
-        import fcntl
-
-        # Out of the way first: any of them may have one of the numbers they go to.
-        wanted = [os.open(os.devnull, os.O_RDONLY), out_fd, err_fd] + ([status_fd] if status_fd >= 0 else [])
-        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in wanted]
-        for number, fd in enumerate(moved):
-            os.dup2(fd, number, inheritable=number < STATUS_FD)
-        os.closerange(len(moved), resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        if os.getsid(0) != os.getpid():
-            os.setsid()
-        _default_signals()
-        for procs in cgroup_procs:
-            _write(procs, b"%d" % os.getpid())
-        if sandbox is None:
-            os.chdir(workdir)
-        else:
-            _init(script, uid, gid, *sandbox)  # from here on: the script's process
-            workdir, script = RUN_DIR, RUN_SCRIPT
-        _set_environment(env)
-        for (which, _), value in zip(LIMITS, limits, strict=True):
-            resource.setrlimit(which, (value, value))
-        if sandbox is not None:
-            _drop_privileges(uid, gid)
-        status = run_script(script)
+        status = body()
     except BaseException:
         try:
             sys.excepthook(*sys.exc_info())
@@ -207,6 +163,41 @@ def run(request: tuple[Any, ...], out_fd: int, err_fd: int, status_fd: int = -1)
             pass
     finally:
         os._exit(status)
+
+
+def _run(request: tuple[Any, ...], out_fd: int, err_fd: int) -> int:
+    _, _, workdir, script, env, cgroup_procs, _, _, limits, _ = request
+    _stdio(out_fd, err_fd)
+    os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    if os.getsid(0) != os.getpid():
+        os.setsid()
+    _default_signals()
+    for procs in cgroup_procs:
+        _write(procs, b"%d" % os.getpid())
+    os.chdir(workdir)
+    return _the_script(env, limits, script, None)
+
+
+def _stdio(out_fd: int, err_fd: int) -> list[int]:
+    """/dev/null, ``out_fd`` and ``err_fd`` as 0, 1 and 2 (moved out of the way first:
+    any may have one of those numbers)."""
+    import fcntl
+
+    moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in (os.open(os.devnull, os.O_RDONLY), out_fd, err_fd)]
+    for number, fd in enumerate(moved):
+        os.dup2(fd, number)
+    return moved
+
+
+def _the_script(env: dict[str, str], limits: list[int], script: str, ids: tuple[int, int] | None) -> int:
+    """The last steps, the same on every path: the clean environment, the rlimits,
+    the run's uid (sandboxed), then the script."""
+    _set_environment(env)
+    for (which, _), value in zip(LIMITS, limits, strict=True):
+        resource.setrlimit(which, (value, value))
+    if ids is not None:
+        _drop_privileges(*ids)
+    return run_script(script)
 
 
 def _default_signals() -> None:
@@ -237,43 +228,6 @@ def _set_environment(env: dict[str, str]) -> None:
     cached = sys.modules.get("tempfile")
     if cached is not None:  # a preloaded module may have cached the helper's temp dir
         setattr(cached, "tempdir", None)  # noqa: B010
-
-
-# The run's init -----------------------------------------------------------------
-
-
-def _init(
-    script: str, uid: int, gid: int, new_root: str, scratch_bytes: int, host_network: bool, read_only: list[str]
-) -> None:
-    """As pid 1 of the run's namespaces (still root): build its root, fork the
-    script's process and return in it; the init reaps what is orphaned, reports
-    the script's wait status and exits when it ends, and the kernel then kills
-    everything else the run started."""
-    _call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with its parent
-    _call("unshare", CLONE_NEWCGROUP)  # rooted at the run's cgroup, joined above
-    source = os.open(script, os.O_RDONLY | os.O_CLOEXEC)  # a host path: before the pivot
-    _build_root(new_root, scratch_bytes, read_only, uid, gid)
-    _copy_script(source, uid, gid)
-    os.close(source)
-    pid = os.fork()
-    if pid == 0:
-        os.close(STATUS_FD)
-        os.setsid()  # the script leads its own session and process group, as unsandboxed
-        os.chdir(RUN_DIR)
-        return
-    for fd in (0, 1, 2):  # only the script's processes hold the run's streams
-        os.close(fd)
-    while True:
-        try:
-            child, status = os.wait()
-        except InterruptedError:
-            continue
-        except ChildProcessError:
-            os._exit(127)
-        if child == pid:
-            break
-    os.write(STATUS_FD, status.to_bytes(4, "little"))
-    os._exit(0)
 
 
 def _build_root(new_root: str, size: int, read_only: list[str], uid: int, gid: int) -> None:
@@ -416,10 +370,10 @@ def start_slot(uid: int, gid: int, new_root: str, host_network: bool, read_only:
 def _slot(sock: Any, uid: int, gid: int, new_root: str, flags: int, read_only: list[str]) -> None:
     """The slot's init: never returns but by an exception."""
     _call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with the fork server
-    os.dup2(sock.fileno(), STATUS_FD)
+    os.dup2(sock.fileno(), SLOT_FD)
     sock.close()
-    os.closerange(STATUS_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-    sock = socket.socket(fileno=STATUS_FD)
+    os.closerange(SLOT_FD + 1, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    sock = socket.socket(fileno=SLOT_FD)
     _set_hostname_and_loopback(flags)
     _build_root(new_root, 1 << 20, read_only, uid, gid)
     os.makedirs("/dev/mqueue", 0o755, exist_ok=True)
@@ -543,48 +497,36 @@ def _empty_slot() -> None:
 
 def _run_in_slot(message: tuple[Any, ...], fds: list[int]) -> None:
     """The script's process, forked by the slot's init (still root). Never returns."""
-    status = 127
-    try:
-        _, _, env, limits, scratch_bytes, uid, gid = message
-        import fcntl
+    _process(lambda: _enter_slot_run(message, fds))
 
-        moved = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in [os.open(os.devnull, os.O_RDONLY), *fds]]
-        for number, fd in enumerate(moved[:3]):
-            os.dup2(fd, number)
-        source, cgroup_procs = moved[3], moved[4:]
-        os.setsid()
-        _default_signals()
-        for procs in cgroup_procs:
-            os.write(procs, b"0")  # this process
-            os.close(procs)
-        _call("unshare", CLONE_NEWNS | CLONE_NEWCGROUP)  # its own copy of the slot's tree
-        inodes = max(1024, scratch_bytes // 4096)
-        _mount("jobmesh-run", SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_bytes},nr_inodes={inodes}")
-        for path, mode, owned in WRITABLE:
-            part = SCRATCH + "/" + path.strip("/").replace("/", "_")
-            os.mkdir(part, mode)
-            os.chmod(part, mode)
-            if owned:
-                os.chown(part, uid, gid)
-            _mount(part, path, None, MS_BIND)
-        _call("umount2", SCRATCH.encode(), MNT_DETACH)
-        _copy_script(source, uid, gid)
-        os.close(source)
-        os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        os.chdir(RUN_DIR)
-        _set_environment(env)
-        for (which, _), value in zip(LIMITS, limits, strict=True):
-            resource.setrlimit(which, (value, value))
-        _drop_privileges(uid, gid)
-        status = run_script(RUN_SCRIPT)
-    except BaseException:
-        try:
-            sys.excepthook(*sys.exc_info())
-            sys.stderr.flush()
-        except BaseException:
-            pass
-    finally:
-        os._exit(status)
+
+def _enter_slot_run(message: tuple[Any, ...], fds: list[int]) -> int:
+    _, _, env, limits, scratch_bytes, uid, gid = message
+    import fcntl
+
+    out, err, *rest = fds
+    source, *cgroup_procs = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in rest]
+    _stdio(out, err)
+    os.setsid()
+    _default_signals()
+    for procs in cgroup_procs:
+        os.write(procs, b"0")  # this process
+        os.close(procs)
+    _call("unshare", CLONE_NEWNS | CLONE_NEWCGROUP)  # its own copy of the slot's tree
+    inodes = max(1024, scratch_bytes // 4096)
+    _mount("jobmesh-run", SCRATCH, "tmpfs", MS_NOSUID | MS_NODEV, f"size={scratch_bytes},nr_inodes={inodes}")
+    for path, mode, owned in WRITABLE:
+        part = SCRATCH + "/" + path.strip("/").replace("/", "_")
+        os.mkdir(part, mode)
+        os.chmod(part, mode)
+        if owned:
+            os.chown(part, uid, gid)
+        _mount(part, path, None, MS_BIND)
+    _call("umount2", SCRATCH.encode(), MNT_DETACH)
+    _copy_script(source, uid, gid)
+    os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    os.chdir(RUN_DIR)
+    return _the_script(env, limits, RUN_SCRIPT, (uid, gid))
 
 
 def _set_hostname_and_loopback(made: int) -> None:
@@ -752,39 +694,33 @@ def remove_cgroup_tree(root: str) -> None:
         pass
 
 
-def wait_status(pid: int, status_r: int) -> int:
-    """The script's wait status: reported by the run's init, else its own."""
-    _, status = os.waitpid(pid, 0)
-    return reported_status(status_r, status)
-
-
-def reported_status(status_r: int, status: int) -> int:
-    """What the run's init reported on ``status_r`` (closed here), else ``status``
-    (unsandboxed: the process was the script; or the init died without a word)."""
-    if status_r < 0:
-        return status
-    try:
-        os.set_blocking(status_r, False)
-        data = os.read(status_r, 4)
-    except OSError:
-        data = b""
-    finally:
-        os.close(status_r)
-    return int.from_bytes(data, "little") if len(data) == 4 else status
-
-
 def bootstrap() -> None:
     """The fresh-interpreter executor's entry: ``python -I -u -c ... REQUEST_HEX``,
-    its stdout/stderr already the run's pipes. It starts the run's first process
-    and exits as the script did."""
+    its stdout/stderr already the run's pipes. Unsandboxed, the interpreter is the
+    run's process; sandboxed, it makes a slot's sandbox for this one run (as the fork
+    server does once per uid), has it run the script, and exits as the script did."""
     request = decode(bytes.fromhex(sys.argv[1]))
-    pid, status_fd = start(request)
-    if pid == 0:
-        run(request, 1, 2, status_fd)
+    _, _, _, script, env, cgroup_procs, uid, gid, limits, sandbox = request
+    if sandbox is None:
+        run(request, 1, 2)
+    new_root, scratch_bytes, host_network, read_only = sandbox
     _call("prctl", PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # dies with the worker
-    for fd in (0, 1, 2):
+    out, err = os.dup(1), os.dup(2)
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):  # the run's streams go to the script's process only
+        os.dup2(null, fd)
+    pid, sock = start_slot(uid, gid, new_root, host_network, read_only)
+    opened = [os.open(script, os.O_RDONLY | os.O_CLOEXEC)]
+    opened += [os.open(procs, os.O_WRONLY | os.O_CLOEXEC) for procs in cgroup_procs]
+    socket.send_fds(sock, [encode("run", 1, env, limits, scratch_bytes, uid, gid)], [out, err, *opened])
+    for fd in (out, err, *opened):
         os.close(fd)
-    status = wait_status(pid, status_fd)
+    reply = sock.recv(MAX_MESSAGE)
+    sock.close()  # the sandbox's init kills what is left and exits
+    os.waitpid(pid, 0)
+    kind, _, status = decode(reply) if reply else ("error", 1, 0)
+    if kind != "exit":
+        os._exit(127)
     if os.WIFSIGNALED(status):
         if os.WTERMSIG(status) not in (signal.SIGKILL, signal.SIGSTOP):
             signal.signal(os.WTERMSIG(status), signal.SIG_DFL)

@@ -19,7 +19,11 @@ from tests.e2e.procs import ROOT, Proc, base_env, start
 
 pytestmark = pytest.mark.e2e
 
-HOSTILE = f"""
+
+def hostile_script(root: Path, ports: tuple[int, ...] = (6379, 3306)) -> str:
+    """A job that looks for the mesh's secrets, processes, stores and files, and
+    prints what it found (all lists empty when the sandbox holds)."""
+    return f"""
 import glob, json, os, signal, socket
 out = {{"secrets": [], "killed": [], "reached": [], "seen": []}}
 for path in glob.glob("/proc/*/environ") + glob.glob("/proc/*/cmdline"):
@@ -35,13 +39,13 @@ for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()] + [os.getppid()]
             out["killed"].append(pid)
         except OSError:
             pass
-for port in (6379, 3306):
+for port in {ports!r}:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
         out["reached"].append(port)
     except OSError:
         pass
-for pattern in ("{ROOT}/core/*.py", "{ROOT}/.jobmesh/*", "/tmp/jobmesh-*/run-*/job.py", "/tmp/*"):
+for pattern in ("{root}/core/*.py", "{root}/.jobmesh/*", "/tmp/jobmesh-*/run-*/job.py", "/tmp/*"):
     out["seen"] += glob.glob(pattern)
 print(json.dumps(out))
 """
@@ -54,7 +58,7 @@ def test_a_hostile_job_finds_nothing_and_harms_no_one(real_mesh: RealMesh) -> No
         victim_token, "import time\nAPI_KEY = 'victim-key-4242'\ntime.sleep(4)\nprint('ok')"
     )
     time.sleep(1.0)  # the victim's run is in flight while the attacker's runs
-    attacker = real_mesh.create_one_time(attacker_token, HOSTILE)
+    attacker = real_mesh.create_one_time(attacker_token, hostile_script(ROOT))
     [attack] = wait_runs(real_mesh, attacker_token, attacker["jobId"], final)
     status, logs = real_mesh.call(
         "GET", f"/api/jobs/{attacker['jobId']}/runs/{attack['id']}/logs", token=attacker_token

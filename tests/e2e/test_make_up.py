@@ -4,6 +4,7 @@ leaves no process behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 
 from tests.e2e.mesh import RealMesh, final, wait_runs
 from tests.e2e.procs import ROOT, Proc, free_port
+from tests.e2e.test_hostile_jobs import hostile_script
 from tests.e2e.test_processes import health_serving, listed_services
 
 pytestmark = pytest.mark.e2e
@@ -74,6 +76,13 @@ def test_make_up_from_fresh_copy(tmp_path: Path, procs: list[Proc]) -> None:
     assert [r["status"] for r in runs] == ["RUN_STATUS_SUCCEEDED"], runs
     status, logs = mesh.call("GET", f"/api/jobs/{job['jobId']}/runs/{runs[0]['id']}/logs", token=token)
     assert status == 200 and logs["stdout"] == "hi\n", logs
+    # Another user's hostile job, on the default set-up: the sandbox holds.
+    attacker_token, _ = mesh.user("attacker")
+    attack = mesh.create_one_time(attacker_token, hostile_script(repo, (ports["redis"], 6379, 3306)))
+    [run] = wait_runs(mesh, attacker_token, attack["jobId"], final, timeout=60)
+    status, logs = mesh.call("GET", f"/api/jobs/{attack['jobId']}/runs/{run['id']}/logs", token=attacker_token)
+    assert run["status"] == "RUN_STATUS_SUCCEEDED", (run, logs)
+    assert json.loads(logs["stdout"]) == {"secrets": [], "killed": [], "reached": [], "seen": []}, logs
 
     os.killpg(popen.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     # make re-raises the SIGINT it received once its child is done; jobmesh itself exits cleanly.

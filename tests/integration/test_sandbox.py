@@ -6,6 +6,7 @@ one ordinary script shows that what a script may do still works."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
@@ -227,6 +228,7 @@ print(json.dumps(children))
 async def test_6_a_run_finds_nothing_of_another_run_in_its_memory(executor: IsolatingExecutor) -> None:
     first, second = "jobmesh-key-" + secrets.token_hex(8), secrets.token_hex(8)  # one secret, in two halves
     await run(executor, f"API_KEY = {first + second!r}\nprint('used', len(API_KEY))\n")
+    await run(executor, "print('another job in between')\n")  # whatever a cache keeps, it keeps more than one
     # Reads every readable page of its own memory (the fork server's, if forked from
     # it) for the other run's secret; the halves are never joined in this script.
     scanner = f"""
@@ -353,3 +355,28 @@ async def test_5_each_run_has_its_own_cgroups_with_a_fair_share_of_the_cpu(execu
             await running
     offered = {name for name in ("pids", "memory", "cpu") if Path("/sys/fs/cgroup", name).is_dir()}  # noqa: ASYNC240
     assert offered <= set(executor._cgroups), "each controller a cgroup v1 host offers"
+
+
+async def test_5_a_run_cannot_use_more_memory_than_its_limit_in_many_processes() -> None:
+    limits = dataclasses.replace(LIMITS, memory_bytes=512 * 1024**2)  # each process may have 512 MiB
+    executor = ForkServerExecutor(limits, SANDBOX)
+    try:
+        if "memory" not in executor._cgroups:
+            pytest.skip("no memory cgroup here")
+        script = """
+import json, os
+children = []
+for _ in range(4):  # 4 x 300 MiB: each under its RLIMIT_AS, together over the run's 512 MiB
+    pid = os.fork()
+    if pid == 0:
+        block = bytearray(300 * 1024 * 1024)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        os._exit(0)
+    children.append(pid)
+print(json.dumps([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]))
+"""
+        codes = report(await run(executor, script, timeout=60))
+    finally:
+        await executor.close()
+    assert -9 in codes, f"the run's memory cgroup killed one of them: {codes}"

@@ -3,7 +3,7 @@
 A worker claims as many uids as it runs scripts at once, from a configured range,
 by locking a file per uid (``flock``, held for the worker's life and released by
 the kernel when it dies), so workers on one host never hand out the same uid. A
-uid that belongs to an account of the host, or is the worker's own, is skipped. A
+uid that belongs to a user or group of the host, or is the worker's own, is skipped. A
 run gets a uid from the pool and gives it back when nothing of it is left; a uid
 whose run could not be emptied is retired for the worker's life.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import grp
 import os
 import pwd
 
@@ -63,8 +64,11 @@ class UidPool:
 
 
 def _is_account(uid: int) -> bool:
-    try:
-        pwd.getpwuid(uid)
-    except KeyError:
-        return False
-    return True
+    """A user of the host, or a group (a run's gid is its uid)."""
+    for lookup in (pwd.getpwuid, grp.getgrgid):
+        try:
+            lookup(uid)
+        except KeyError:
+            continue
+        return True
+    return False

@@ -302,6 +302,11 @@ for where in ("/tmp", "/var/tmp", "/dev/shm", os.environ["HOME"], "."):
     open(os.path.join(where, "left-behind"), "w").write("x")
 subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
 listener = socket.socket(); listener.bind(("127.0.0.1", 4242)); listener.listen()
+# Sockets in flight in a unix socket that holds itself: no process holds them any more.
+abstract = socket.socket(socket.AF_UNIX); abstract.bind("\\0jobmesh-left"); abstract.listen()
+parked = socket.socket(); parked.bind(("127.0.0.1", 4343)); parked.listen()
+first, second = socket.socketpair()
+socket.send_fds(first, [b"x"], [first.fileno(), second.fileno(), abstract.fileno(), parked.fileno()])
 if os.fork() == 0:
     time.sleep(60)
 print(os.getuid())
@@ -314,11 +319,17 @@ out = {"uid": os.getuid(), "procs": sorted(int(p) for p in os.listdir("/proc") i
        "mqueue": libc.mq_open(b"/jobmesh-left", os.O_RDWR, 0, None),
        "files": [w for w in ("/tmp", "/var/tmp", "/dev/shm", os.environ["HOME"], ".")
                  if os.path.exists(os.path.join(w, "left-behind"))]}
-try:
-    socket.create_connection(("127.0.0.1", 4242), timeout=1).close()
-    out["listener"] = True
-except OSError:
-    out["listener"] = False
+out["listeners"] = []
+for family, address in ((socket.AF_INET, ("127.0.0.1", 4242)), (socket.AF_INET, ("127.0.0.1", 4343)),
+                        (socket.AF_UNIX, "\\0jobmesh-left")):
+    try:
+        with socket.socket(family) as probe:
+            probe.settimeout(1)
+            probe.connect(address)
+        out["listeners"].append(str(address))
+    except OSError:
+        pass
+out["sockets"] = [t for t in ("unix", "tcp", "udp") if len(open(f"/proc/net/{t}").read().splitlines()) > 1]
 print(json.dumps(out))
 """
     try:
@@ -330,7 +341,7 @@ print(json.dumps(out))
     assert got["uid"] == int(left.stdout), "the same uid, so the same sandbox"
     assert got["procs"] == [got["me"]], "no process of the last run"
     assert got["sysv"] == [-1, -1, -1] and got["mqueue"] == -1, "no IPC object of the last run"
-    assert got["files"] == [] and got["listener"] is False, got
+    assert got["files"] == [] and got["listeners"] == [] and got["sockets"] == [], got
 
 
 async def test_5_each_run_has_its_own_cgroups_with_a_fair_share_of_the_cpu(executor: IsolatingExecutor) -> None:

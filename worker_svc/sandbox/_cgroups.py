@@ -30,6 +30,9 @@ CGROUP_FS = "/sys/fs/cgroup"
 CONTROLLERS = ("pids", "memory", "cpu")
 # Emptied run cgroups (and run directories), kept for the next runs.
 MAX_SPARES = 64
+# An emptied run cgroup still charged more than this (a run's files kept alive by the
+# kernel) is not given to another run.
+RECYCLE_MEMORY_BYTES = 16 * 1024**2
 _WORKER_DIR = re.compile(r"jobmesh-(\d+)-\w+")
 
 
@@ -179,6 +182,21 @@ class RunCgroup:
             else:
                 self._limit_files.append((os.path.join(path, "memory.limit_in_bytes"), "memory_bytes"))
         self.procs = [os.path.join(path, "cgroup.procs") for path in self.paths]
+        self._usage = [
+            os.path.join(root, name, usage)
+            for controller, root in roots.items()
+            if controller == "memory"
+            for usage in ("memory.current", "memory.usage_in_bytes")
+            if os.path.exists(os.path.join(root, name, usage))
+        ]
+
+    def memory_bytes(self) -> int:
+        """Memory still charged to the run (0 without a memory controller): what its
+        processes left in the kernel, e.g. files in flight in a unix socket."""
+        for path in self._usage:
+            with contextlib.suppress(OSError, ValueError):
+                return int(_read_small(path))
+        return 0
 
     def limit(self, limits: CgroupLimits) -> None:
         """(Re)write the limits: a reused cgroup starts from the configured values."""

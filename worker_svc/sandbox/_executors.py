@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from worker_svc.sandbox import _runner
-from worker_svc.sandbox._cgroups import MAX_SPARES, CgroupLimits, RunCgroup, worker_cgroups
+from worker_svc.sandbox._cgroups import MAX_SPARES, RECYCLE_MEMORY_BYTES, CgroupLimits, RunCgroup, worker_cgroups
 from worker_svc.sandbox._limits import Limits, Sandbox, clean_environment, read_only_paths
 from worker_svc.sandbox._streams import OutputCallback, Streams, TailBuffer, output_pipe
 from worker_svc.sandbox._uids import UidPool, UidPoolError
@@ -233,7 +233,7 @@ class IsolatingExecutor:
         """Keep a run's cgroup for the next run once nothing of this run is left in it
         (``emptied``: the supervisor already saw it empty); whether nothing is left."""
         emptied = emptied or await cgroup.kill_all()
-        if emptied and len(self._spare_cgroups) < MAX_SPARES:
+        if emptied and len(self._spare_cgroups) < MAX_SPARES and cgroup.memory_bytes() <= RECYCLE_MEMORY_BYTES:
             self._spare_cgroups.append(cgroup)
         else:
             await cgroup.remove()

@@ -184,17 +184,24 @@ class Server:
             message = decode(data)
             self.slot_of.pop(message[1], None)
             self.slot_runs.pop(fd, None)
-            self.send(*message)
+            if message[0] == "exit" and not message[3]:
+                self.retire_slot(key)  # before the next run of the uid can be sent there
+            self.send(*message[:3])
             return
         # The slot's init is gone (killed from outside): fail its run; the next run
         # of its uid makes a new one.
-        self.poller.unregister(fd)
-        sock.close()
-        del self.slots[key]
+        self.retire_slot(key)
         token = self.slot_runs.pop(fd, None)
         if token is not None:
             self.slot_of.pop(token, None)
             self.send("error", token, "the run's sandbox exited")
+
+    def retire_slot(self, key: tuple[int, bool]) -> None:
+        """Forget a slot's sandbox (its init exits, or has): the next run of its uid
+        gets a new one."""
+        _, sock = self.slots.pop(key)
+        self.poller.unregister(sock.fileno())
+        sock.close()
 
     def kill(self, token: int) -> None:
         key = self.slot_of.get(token)

@@ -337,7 +337,9 @@ def _make_run_tree(root: str, uid: int, gid: int) -> None:
 #   fork server → init  ("run", token, env, limits, scratch_bytes, uid, gid)
 #                       + [out_fd, err_fd, script_fd, cgroup.procs fds...]
 #                       ("kill", token)
-#   init → fork server  ("exit", token, wait_status) or ("error", token, message)
+#   init → fork server  ("exit", token, wait_status, reusable) or ("error", token, message);
+#                       not reusable (a socket of the run is left, or the host's network):
+#                       the init exits and the next run of the uid gets a new sandbox
 
 
 def start_slot(uid: int, gid: int, new_root: str, host_network: bool, read_only: list[str]) -> tuple[int, Any]:
@@ -403,8 +405,12 @@ def _slot(sock: Any, uid: int, gid: int, new_root: str, flags: int, read_only: l
                 if running is not None:
                     status = _reap(running[0])
                     if status is not None:
-                        _empty_slot()
-                        sock.sendall(encode("exit", running[1], status))
+                        # A sandbox on the host's network is never reused: its sockets
+                        # cannot be told from the host's.
+                        reusable = _empty_slot() and bool(flags & CLONE_NEWNET)
+                        sock.sendall(encode("exit", running[1], status, reusable))
+                        if not reusable:
+                            return  # the fork server makes a new sandbox for the next run
                         running = None
                 else:
                     _reap(-1)
@@ -472,8 +478,9 @@ def _kill_all(reap: bool = True) -> None:
             continue
 
 
-def _empty_slot() -> None:
-    """After a run: no process of it left, no SysV or POSIX IPC object of it."""
+def _empty_slot() -> bool:
+    """After a run: no process of it left, no SysV or POSIX IPC object of it; True if
+    no socket of it is left either (the sandbox can serve the next run)."""
     _kill_all()
     for kind in ("shm", "sem", "msg"):
         try:
@@ -493,6 +500,37 @@ def _empty_slot() -> None:
             os.unlink("/dev/mqueue/" + name)
         except OSError:
             pass
+    return _no_sockets_left()
+
+
+SOCKET_TABLES = ("unix", "tcp", "tcp6", "udp", "udp6", "raw", "raw6", "packet")
+
+
+def _no_sockets_left() -> bool:
+    """Whether the namespace's network holds no socket (in any state). A run's
+    sockets can outlive its processes, in flight in a unix socket that only the
+    kernel's collector frees: closing a unix socket starts it, so this closes one
+    and looks again a few times. TIME_WAIT connections stay for a minute: a sandbox
+    with one is not reused."""
+    for _ in range(20):
+        left = False
+        for table in SOCKET_TABLES:
+            try:
+                with open(f"/proc/net/{table}", "rb") as fh:
+                    left = len(fh.read().splitlines()) > 1
+            except OSError:
+                continue
+            if left:
+                break
+        if not left:
+            return True
+        first, second = socket.socketpair()
+        first.close()
+        second.close()
+        import time
+
+        time.sleep(0.005)
+    return False
 
 
 def _run_in_slot(message: tuple[Any, ...], fds: list[int]) -> None:
@@ -718,7 +756,7 @@ def bootstrap() -> None:
     reply = sock.recv(MAX_MESSAGE)
     sock.close()  # the sandbox's init kills what is left and exits
     os.waitpid(pid, 0)
-    kind, _, status = decode(reply) if reply else ("error", 1, 0)
+    kind, _, status, *_ = decode(reply) if reply else ("error", 1, 0)
     if kind != "exit":
         os._exit(127)
     if os.WIFSIGNALED(status):

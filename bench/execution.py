@@ -103,6 +103,16 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def pss_mb(pid: int) -> float:
+    """Proportional set size: shared pages counted once in all (the fork server's
+    sandboxes share most of its pages, which adding their RSS would count again)."""
+    with open(f"/proc/{pid}/smaps_rollup") as fh:
+        for line in fh:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def children(pid: int) -> list[int]:
     found: list[int] = []
     for path in glob.glob(f"/proc/{pid}/task/*/children"):  # every thread's
@@ -242,6 +252,11 @@ async def measure_memory(db: Database, worker_pid: int, slots: int, memory: dict
     helpers = [p for p in children(worker_pid) if len(children(p)) >= slots]
     memory["worker_rss_mb"] = round(rss_mb(worker_pid), 1)
     memory["fork_server_rss_mb"] = round(rss_mb(helpers[0]), 1) if helpers else 0.0
+    # The fork server and its per-uid sandboxes' inits (not the scripts they run).
+    memory["fork_server_and_sandboxes_pss_mb"] = (
+        round(pss_mb(helpers[0]) + sum(pss_mb(init) for init in children(helpers[0])), 1) if helpers else 0.0
+    )
+    memory["worker_pss_mb"] = round(pss_mb(worker_pid), 1)
     memory["busy_scripts"] = float(sum(len(children(p)) for p in children(worker_pid)))
     await wait_final(db, slots)
     async with db.transaction() as conn:

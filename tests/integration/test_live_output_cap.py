@@ -72,19 +72,19 @@ def peak_rss_reset() -> None:
 
 
 def peak_rss() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM in /proc/self/status")
+    return _status_bytes("VmHWM")
 
 
 def rss() -> int:
+    return _status_bytes("VmRSS")
+
+
+def _status_bytes(field: str) -> int:
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
+    raise AssertionError(f"no {field} in /proc/self/status")
 
 
 async def run_of(user: Client, job_id: str, status: int | None = None) -> run_pb2.Run | None:

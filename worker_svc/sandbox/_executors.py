@@ -64,9 +64,6 @@ def kill_group(pgid: int) -> None:
 
 
 class Executor(Protocol):
-    @property
-    def sandboxed(self) -> bool: ...
-
     async def run(
         self,
         source: str,
@@ -88,8 +85,6 @@ class ExecutorError(Exception):
 class NoopExecutor:
     """Records success without spawning anything: measures the control plane alone
     (bench/pipeline.py). Never for real jobs."""
-
-    sandboxed = False
 
     async def run(
         self,
@@ -140,10 +135,6 @@ class IsolatingExecutor:
         self._workdirs = Workdirs(limits.workdir_root)
         self._read_only = read_only_paths()
         self._uids: UidPool | None = None
-
-    @property
-    def sandboxed(self) -> bool:
-        return self._sandbox.enabled
 
     async def start(self) -> None:
         """Check that runs can be isolated here: a sandboxed run of ``pass`` must
@@ -222,8 +213,8 @@ class IsolatingExecutor:
                 self._workdirs.give_back(workdir, reusable=cgroup is not None and emptied)
         finally:
             if uid >= 0:
-                # A sandboxed run's processes all end with its pid namespace; a uid
-                # whose run left something in its cgroup is never used again.
+                # Its sandbox's init killed what the run left in its pid namespace; a
+                # uid whose run still left something in its cgroup is never used again.
                 if emptied or not self._cgroups:
                     self._uid_pool().give_back(uid)
                 else:
@@ -241,7 +232,7 @@ class IsolatingExecutor:
 
     def _prepare(self, source: str) -> tuple[str, str, RunCgroup | None]:
         """The run's private directory with its script, and its cgroups (limits
-        written afresh)."""
+        written afresh: an unsandboxed run, as the worker's user, could change them)."""
         workdir, script = self._workdirs.take(source)
         try:
             cgroup = None

@@ -416,7 +416,7 @@ def _slot(sock: Any, uid: int, gid: int, new_root: str, flags: int, read_only: l
                     _reap(-1)
                 continue
             try:
-                data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 3 + len(CONTROLLER_SLOTS))
+                data, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 3 + MAX_CGROUP_FDS)
             except InterruptedError:
                 continue
             if not data:
@@ -446,7 +446,7 @@ def _slot(sock: Any, uid: int, gid: int, new_root: str, flags: int, read_only: l
             running = (pid, message[1])
 
 
-CONTROLLER_SLOTS = (0, 1, 2)  # a run may carry up to this many cgroup.procs descriptors
+MAX_CGROUP_FDS = 8  # a run carries one cgroup.procs descriptor per cgroup hierarchy it joins
 
 
 def _reap(pid: int) -> int | None:

@@ -1,26 +1,37 @@
-"""Cron schedules evaluated in a job's IANA time zone.
+"""Cron schedules evaluated in a job's IANA time zone: the Vixie/Debian dialect.
 
-Expressions: 5 fields (minute hour day month weekday), 6 fields with seconds
-first, or @hourly/@daily/@weekly/@monthly/@yearly (also @annually, @midnight).
+Fields are those of Debian cron as cronsim reads them (README "The cron dialect"):
+5 fields (minute hour day-of-month month day-of-week), or 6 with seconds first, or
+one of the @-macros. ``a-a`` is ``a``; ranges never wrap (``FRI-MON`` is refused);
+``L``, ``LW``, ``nL`` and ``n#k`` as in cronsim; ``?``, ``R``/``H`` (random or
+hashed values) and anything but ASCII spaces and tabs between fields are refused.
+Day-of-month and day-of-week combine by OR, unless either starts with ``*``: then
+both must match (Debian's rule).
 
-DST rule (DESIGN.md invariant 6): slots are computed on the local wall clock and
-then mapped to UTC. A local time that does not exist (spring forward) fires once
-at the first valid instant after it; a local time that occurs twice (fall back)
-fires once, at its first occurrence. Fire times are strictly increasing in UTC,
-so two wall-clock slots that land on the same instant fire once.
+DST rule (DESIGN.md invariant 6, Debian cron's as cronsim implements it):
 
-croniter's constructor costs ~100-340 µs, so each expression is parsed once and
-its iterator reused (``set_current`` + ``get_next`` ~50 µs).
+- A *fixed-time* expression (neither the minute nor the hour field starts with
+  ``*``) is read on the wall clock: a local time that does not exist (spring
+  forward) fires once, at the first valid minute after it; a local time that
+  occurs twice (fall back) fires once, at its first occurrence.
+- Any other expression is read on the real clock: it fires at every real instant
+  whose local reading matches, so an hourly job fires in both passes of a
+  repeated hour, and local times inside a gap, which never happen, do not fire.
+
+Fire times are whole seconds and strictly increasing in UTC: two wall-clock slots
+that land on one instant fire once. cronsim is the engine; a parse costs ~10 µs.
 """
 
 from __future__ import annotations
 
 import functools
+import re
+import string
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from cronsim import CronSim, CronSimError
 
 _ALIASES = {
     "@yearly": "0 0 1 1 *",
@@ -31,9 +42,12 @@ _ALIASES = {
     "@midnight": "0 0 * * *",
     "@hourly": "0 * * * *",
 }
+_FIELD_CHARS = frozenset(string.ascii_letters + string.digits + "*,-/#")
+_SEPARATORS = " \t"
 _EPOCH = datetime(2000, 1, 1)
-_MAX_SCAN = 10_000
+_MAX_SCAN = 10_000  # wall-clock slots that map back before `after` (repeated hours)
 _MEMO_SIZE = 4096  # answers kept per expression
+_MINUTE = timedelta(minutes=1)
 
 
 class CronError(ValueError):
@@ -57,65 +71,86 @@ class LocalSlot:
     at: datetime  # UTC
     local: datetime  # aware, in the schedule's zone
     nonexistent: bool  # the wall-clock slot fell in a gap and was moved forward
-    ambiguous: bool  # the wall-clock slot occurs twice; this is its first occurrence
+    ambiguous: bool  # the local time occurs twice
+    wall_clock: bool  # fixed-time expression: a repeated time fires at its first occurrence only
+
+
+def _fields(expression: str) -> list[str]:
+    """The expression's fields, macros expanded; refuses what the dialect does not have."""
+    text = expression.strip(_SEPARATORS)
+    if text.startswith("@"):
+        macro = _ALIASES.get(text.lower())
+        if macro is None:
+            raise CronError(f"unknown macro {text!r}; use one of {', '.join(sorted(_ALIASES))}")
+        return macro.split(" ")
+    if "?" in text:
+        raise CronError("'?' is not supported; use '*'")
+    odd = sorted({ch for ch in text if ch not in _FIELD_CHARS and ch not in _SEPARATORS})
+    if odd:
+        raise CronError(f"unexpected character {odd[0]!r}; fields are separated by spaces or tabs")
+    fields = text.replace("\t", " ").split()
+    if len(fields) not in (5, 6):
+        raise CronError(f"expected 5 fields, or 6 with seconds first; got {len(fields)}")
+    for value in fields:
+        if any(term.upper() in ("R", "H") for term in re.split("[,/-]", value)):
+            raise CronError(f"random or hashed values ({value!r}) are not supported")
+    return fields
 
 
 class CronSchedule:
-    """A parsed expression; evaluate with ``next_after``."""
+    """A parsed expression; evaluate with ``next_slot`` / ``next_after``."""
 
     def __init__(self, expression: str) -> None:
-        text = " ".join(expression.split())
-        normalized = _ALIASES.get(text.lower(), text)
-        fields = normalized.split(" ")
-        if text.startswith("@") and text.lower() not in _ALIASES:
-            raise CronError(f"unknown alias {text!r}; use one of {', '.join(sorted(_ALIASES))}")
-        if len(fields) not in (5, 6):
-            raise CronError(f"expected 5 fields, or 6 with seconds first; got {len(fields)}")
-        self.expression = text
+        fields = _fields(expression)
+        self.expression = " ".join(expression.split())
         self.has_seconds = len(fields) == 6
-        # Answers already worked out: jobs sharing an expression (every minute, hourly,
-        # ...) ask for the same slots, and croniter takes ~0.1 ms per step.
-        self._memo: dict[tuple[datetime, ZoneInfo], LocalSlot] = {}
+        minute, hour = fields[-5], fields[-4]
+        self.wall_clock = not minute.startswith("*") and not hour.startswith("*")
+        self._text = " ".join(fields)
+        # Answers already worked out: jobs sharing an expression (every minute,
+        # hourly, ...) ask for the same slots.
+        self._memo: dict[tuple[datetime, ZoneInfo], LocalSlot | None] = {}
         try:
-            self._iter = croniter(normalized, _EPOCH, second_at_beginning=self.has_seconds)
-            self._iter.get_next(datetime)  # surfaces impossible dates (e.g. 30 Feb) early
-        except (ValueError, KeyError, TypeError, OverflowError) as exc:
-            raise CronError(f"invalid cron expression: {exc}") from exc
-        except Exception as exc:  # croniter raises its own error classes
-            raise CronError(f"invalid cron expression: {exc}") from exc
+            next(CronSim(self._text, _EPOCH))  # also refuses dates that never come (30 Feb)
+        except CronSimError as exc:
+            raise CronError(_explain(str(exc), fields)) from exc
+        except StopIteration as exc:
+            raise CronError("the expression never fires") from exc
 
-    def _next_naive(self, after: datetime) -> datetime:
-        self._iter.set_current(after, force=True)
-        result: datetime = self._iter.get_next(datetime)
-        return result
-
-    def next_slot(self, after: datetime, tz: ZoneInfo) -> LocalSlot:
-        """The first fire time strictly after ``after`` (aware), per the DST rule."""
+    def next_slot(self, after: datetime, tz: ZoneInfo) -> LocalSlot | None:
+        """The first fire time strictly after ``after`` (aware), per the DST rule;
+        None when there is none before the calendar ends (year 9999)."""
         key = (after, tz)  # aware datetimes hash and compare as instants
-        slot = self._memo.get(key)
-        if slot is None:
-            slot = self._next_slot(after, tz)
-            if len(self._memo) >= _MEMO_SIZE:
-                self._memo.clear()
-            self._memo[key] = slot
+        if key in self._memo:
+            return self._memo[key]
+        try:
+            slot = self._wall_clock_slot(after, tz) if self.wall_clock else self._real_clock_slot(after, tz)
+        except (OverflowError, StopIteration):
+            slot = None
+        if len(self._memo) >= _MEMO_SIZE:
+            self._memo.clear()
+        self._memo[key] = slot
         return slot
 
-    def _next_slot(self, after: datetime, tz: ZoneInfo) -> LocalSlot:
+    def _wall_clock_slot(self, after: datetime, tz: ZoneInfo) -> LocalSlot:
         after_utc = after.astimezone(UTC)
         # Start at the wall-clock reading of `after` (always a valid local time): a
-        # wall-clock slot at or before it maps to an instant at or before `after`,
-        # including gap slots (moved to the transition, which `after` has passed).
+        # wall-clock slot at or before it maps to an instant at or before `after`.
         # Later ones that map back in time (the repeated hour) are skipped below.
-        cursor = after_utc.astimezone(tz).replace(tzinfo=None)
+        local_times = CronSim(self._text, after_utc.astimezone(tz).replace(tzinfo=None))
         for _ in range(_MAX_SCAN):
-            cursor = self._next_naive(cursor)
-            slot = _resolve(cursor, tz)
+            slot = _resolve_wall_clock(next(local_times), tz)
             if slot.at > after_utc:
                 return slot
-        raise CronError("expression never fires")
+        raise CronError("the expression never fires")
 
-    def next_after(self, after: datetime, tz: ZoneInfo) -> datetime:
-        return self.next_slot(after, tz).at
+    def _real_clock_slot(self, after: datetime, tz: ZoneInfo) -> LocalSlot:
+        local = next(CronSim(self._text, after.astimezone(tz)))
+        return LocalSlot(local.astimezone(UTC), local, False, _is_repeated(local), wall_clock=False)
+
+    def next_after(self, after: datetime, tz: ZoneInfo) -> datetime | None:
+        slot = self.next_slot(after, tz)
+        return None if slot is None else slot.at
 
     def slots_between(self, after: datetime, until: datetime, tz: ZoneInfo, limit: int) -> list[datetime]:
         """Fire times in (after, until], at most ``limit``."""
@@ -123,40 +158,54 @@ class CronSchedule:
         cursor = after
         while len(out) < limit:
             nxt = self.next_after(cursor, tz)
-            if nxt > until:
+            if nxt is None or nxt > until:
                 break
             out.append(nxt)
             cursor = nxt
         return out
 
 
-def _resolve(naive: datetime, tz: ZoneInfo) -> LocalSlot:
-    first = naive.replace(tzinfo=tz, fold=0)
-    second = naive.replace(tzinfo=tz, fold=1)
-    first_utc = first.astimezone(UTC)
-    second_utc = second.astimezone(UTC)
-    if first.utcoffset() == second.utcoffset():
-        return LocalSlot(first_utc, first, nonexistent=False, ambiguous=False)
-    if first_utc < second_utc:
-        # Repeated wall-clock time: fold=0 is the earlier instant.
-        return LocalSlot(first_utc, first, nonexistent=False, ambiguous=True)
-    # Nonexistent wall-clock time: the gap starts at second_utc (fold=1 maps with
-    # the post-transition offset... to an instant before the gap end). The first
-    # valid instant after it is the transition itself.
-    transition = _transition_in(second_utc, first_utc, tz)
-    return LocalSlot(transition, transition.astimezone(tz), nonexistent=True, ambiguous=False)
+_FIELD_NAMES = ["second", "minute", "hour", "day-of-month", "month", "day-of-week"]
+_FIELD_RANGES = [
+    "0-59",
+    "0-59",
+    "0-23",
+    "1-31 (or L, LW) on a day some chosen month has",
+    "1-12 or JAN-DEC",
+    "0-7 or SUN-SAT (nL, n#k)",
+]
 
 
-def _transition_in(lo: datetime, hi: datetime, tz: ZoneInfo) -> datetime:
-    """The instant in (lo, hi] where tz's offset changes, to the second."""
-    before = lo.astimezone(tz).utcoffset()
-    while (hi - lo) > timedelta(seconds=1):
-        mid = lo + (hi - lo) / 2
-        if mid.astimezone(tz).utcoffset() == before:
-            lo = mid
-        else:
-            hi = mid
-    return hi.replace(microsecond=0) if hi.microsecond == 0 else hi
+def _explain(message: str, fields: list[str]) -> str:
+    """cronsim's "Bad minute" as which value broke which rule."""
+    names = _FIELD_NAMES[-len(fields) :]
+    for index, name in enumerate(names):
+        if message.lower() == f"bad {name}":
+            allowed = _FIELD_RANGES[_FIELD_NAMES.index(name)]
+            return (
+                f"invalid {name} field {fields[index]!r}: values {allowed}; "
+                "ranges a-b need a <= b (no wrap-around), steps */n or a-b/n with n >= 1"
+            )
+    return f"invalid cron expression: {message}"
+
+
+def _is_repeated(local: datetime) -> bool:
+    return local.replace(fold=0).utcoffset() != local.replace(fold=1).utcoffset()
+
+
+def _resolve_wall_clock(naive: datetime, tz: ZoneInfo) -> LocalSlot:
+    local = naive.replace(tzinfo=tz)
+    if _exists(local):
+        return LocalSlot(local.astimezone(UTC), local, False, _is_repeated(local), wall_clock=True)
+    # In a gap: the first valid minute after it (cronsim's and Debian's rule).
+    while not _exists(local):
+        naive += _MINUTE
+        local = naive.replace(tzinfo=tz)
+    return LocalSlot(local.astimezone(UTC), local, True, False, wall_clock=True)
+
+
+def _exists(local: datetime) -> bool:
+    return local.astimezone(UTC).astimezone(local.tzinfo).replace(tzinfo=None) == local.replace(tzinfo=None)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -193,12 +193,16 @@ class Jobs:
         out: list[PreviewSlot] = []
         for _ in range(count or 10):
             slot = schedule.next_slot(cursor, tz)
+            if slot is None:  # the calendar ends (year 9999)
+                break
             offset = slot.local.utcoffset()
             note = ""
             if slot.nonexistent:
                 note = "the scheduled local time does not exist (DST gap); fires at the first valid instant after it"
-            elif slot.ambiguous:
+            elif slot.ambiguous and slot.wall_clock:
                 note = "the scheduled local time occurs twice (DST end); fires once, at its first occurrence"
+            elif slot.ambiguous:
+                note = "this local time occurs twice (DST end); the schedule fires at each occurrence"
             out.append(
                 PreviewSlot(
                     at=slot.at,

@@ -105,8 +105,12 @@ class Materializer:
                     else:
                         due = now if trigger is RunTrigger.CATCH_UP else slot
                         runs.append(new_run(job, slot, trigger, due_at=due))
-                cursors[job.id] = schedule.next_after(slots[-1], tz)
                 fired[job.id] = slots[-1]
+                following = schedule.next_after(slots[-1], tz)
+                if following is None:  # the calendar ends (year 9999)
+                    drop.append(job.id)
+                else:
+                    cursors[job.id] = following
             await batch.commit(runs, cursors, fired, drop, now)
             written = len(runs)
         return written

@@ -16,8 +16,9 @@ from swagger_ui_bundle import swagger_ui_path
 
 from api_gateway.openapi import build_openapi
 from api_gateway.routes import ROUTES, HttpCall, Route
-from api_gateway.translate import error_body, rpc_error_body, to_json, violations_body
-from core.errors import InvalidArgument
+from api_gateway.translate import error_body, header, rpc_error_body, to_json, violations_body
+from core.errors import FieldViolation, InvalidArgument
+from core.peers import FORWARDED_FOR, Network, client_address, forwarded_for
 from core.rpc import create_channel
 from gen.jobmesh.v1 import auth_pb2_grpc, health_pb2_grpc, job_pb2_grpc, run_pb2, run_pb2_grpc
 
@@ -27,6 +28,8 @@ DEADLINE_SECONDS = 15.0
 WATCH_DEADLINE_SECONDS = 25 * 3600.0  # longer than the longest allowed run
 # A job's script may be 256 KiB, JSON escaping can double it; the rest of a body is small.
 MAX_BODY_BYTES = 1024 * 1024 + 2 * 256 * 1024
+# A job body nests two deep; the bound keeps every later walk over a body from recursing far.
+MAX_JSON_DEPTH = 32
 
 SWAGGER_HTML = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>jobmesh API</title>
@@ -68,24 +71,60 @@ def _json_error(status: int, code: grpc.StatusCode, message: str) -> web.Respons
     return web.json_response(error_body(status, code, message, []), status=status)
 
 
+def _invalid(error: InvalidArgument) -> web.Response:
+    if not error.violations:
+        return _json_error(400, grpc.StatusCode.INVALID_ARGUMENT, error.message)
+    return web.json_response(violations_body(error), status=400)
+
+
 async def _read_body(request: web.Request) -> Any:
     if not request.can_read_body:
         return None
     raw = await request.read()
     if not raw:
         return None
+    too_deep = FieldViolation("body", f"must not nest arrays and objects more than {MAX_JSON_DEPTH} deep")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
+    except RecursionError:
+        raise InvalidArgument(too_deep) from None
     except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidArgument([], f"body is not valid JSON: {exc}") from exc
+        raise InvalidArgument(FieldViolation("body", f"is not valid JSON: {exc}")) from exc
+    if _nesting(body) > MAX_JSON_DEPTH:
+        raise InvalidArgument(too_deep)
+    return body
+
+
+def _nesting(value: Any) -> int:
+    """How deep arrays and objects nest in ``value``, counted without recursion."""
+    deepest = 0
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+TRUSTED_PROXIES: web.AppKey[tuple[Network, ...]] = web.AppKey("trusted_proxies")
 
 
 def _metadata(request: web.Request) -> list[tuple[str, str]]:
-    metadata: list[tuple[str, str]] = []
-    auth = request.headers.get("Authorization")
+    # The client's address, for the scheduler's login throttling. What the client
+    # says in X-Forwarded-For counts only when it comes through a proxy the gateway
+    # trusts; the scheduler in turn believes it only from the gateway.
+    trusted: tuple[Network, ...] = request.app.get(TRUSTED_PROXIES, ())
+    hops = forwarded_for(request.headers.items()) if trusted else []
+    metadata: list[tuple[str, str]] = [(FORWARDED_FOR, client_address(request.remote or "", hops, trusted))]
+    auth = header(request.headers, "Authorization")
     if auth:
         metadata.append(("authorization", auth))
-    request_id = request.headers.get("X-Request-Id")
+    request_id = header(request.headers, "X-Request-Id")
     if request_id:
         metadata.append(("x-request-id", request_id))
     return metadata
@@ -144,9 +183,7 @@ def make_handler(route: Route, stubs: dict[str, Any]) -> Any:
         except (ValueError, TypeError, OverflowError) as exc:  # a value the message type cannot hold
             return web.json_response(error_body(400, grpc.StatusCode.INVALID_ARGUMENT, str(exc)[:300], []), status=400)
         except InvalidArgument as exc:
-            if not exc.violations:
-                return web.json_response(error_body(400, grpc.StatusCode.INVALID_ARGUMENT, exc.message, []), status=400)
-            return web.json_response(violations_body(exc), status=400)
+            return _invalid(exc)
         try:
             response = await method(message, metadata=_metadata(request), timeout=DEADLINE_SECONDS)
         except grpc.aio.AioRpcError as err:
@@ -177,6 +214,8 @@ async def errors_middleware(request: web.Request, handler: Any) -> web.StreamRes
         return _json_error(405, grpc.StatusCode.UNIMPLEMENTED, f"{request.method} not allowed on {request.path}")
     except web.HTTPException:
         raise
+    except InvalidArgument as exc:  # e.g. a header that cannot be passed on
+        return _invalid(exc)
     except Exception:
         log.exception("gateway error on %s %s", request.method, request.path)
         return _json_error(500, grpc.StatusCode.INTERNAL, "internal error")
@@ -205,11 +244,14 @@ def cors_middleware(origins: list[str]) -> Any:
     return cors
 
 
-def build_app(backends: Backends, cors_origins: list[str] | None = None) -> web.Application:
+def build_app(
+    backends: Backends, cors_origins: list[str] | None = None, trusted_proxies: tuple[Network, ...] = ()
+) -> web.Application:
     middlewares = [errors_middleware]
     if cors_origins:
         middlewares.insert(0, cors_middleware(cors_origins))
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
+    app[TRUSTED_PROXIES] = trusted_proxies
     stubs = backends.stubs()
     for route in ROUTES:
         app.router.add_route(route.method, route.path, make_handler(route, stubs))

@@ -7,6 +7,7 @@ import logging
 from api_gateway.app import build_app, connect
 from core.http import start_http
 from core.logs import configure_logging
+from core.peers import parse_networks
 from core.process import run_service, wait_for_shutdown_signal
 from core.settings import Settings
 
@@ -17,7 +18,8 @@ async def serve(settings: Settings) -> None:
     s = settings.server
     backends = connect(s.scheduler_addr, s.monitor_addr)
     origins = [o.strip() for o in s.cors_origins.split(",") if o.strip()]
-    runner, port = await start_http(build_app(backends, origins), s.host, s.gateway_port)
+    app = build_app(backends, origins, parse_networks(s.gateway_trusted_proxies))
+    runner, port = await start_http(app, s.host, s.gateway_port)
     print(f"api_gateway ready http=http://{s.host}:{port} swagger=http://{s.host}:{port}/swagger", flush=True)
     await wait_for_shutdown_signal()
     await runner.shutdown()

@@ -9,6 +9,7 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from api_gateway.routes import ROUTES, Route
 from api_gateway.translate import enum_aliases
+from core import validation
 
 _SCALARS: dict[int, dict[str, Any]] = {
     FieldDescriptor.TYPE_DOUBLE: {"type": "number"},
@@ -83,7 +84,11 @@ class SchemaBuilder:
             return self.ref(field.message_type)
         if field.type == FieldDescriptor.TYPE_ENUM:
             return {"type": "string", "enum": sorted(enum_aliases(field.enum_type))}
-        return dict(_SCALARS[field.type])
+        schema = dict(_SCALARS[field.type])
+        rule = validation.TEXT_RULES.get(field.full_name)
+        if rule is not None and rule.max_chars is not None:
+            schema["maxLength"] = rule.max_chars
+        return schema
 
 
 def _path_params(path: str) -> list[str]:

@@ -10,7 +10,7 @@ from typing import Any
 from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 
-from api_gateway.translate import parse, snake
+from api_gateway.translate import header, parse, snake
 from core.errors import FieldViolation, InvalidArgument
 from gen.jobmesh.v1 import auth_pb2, health_pb2, job_pb2, run_pb2
 
@@ -71,7 +71,12 @@ def _paging(call: HttpCall) -> dict[str, Any]:
     if not 0 <= size <= 500:
         raise InvalidArgument(FieldViolation("pageSize", "must be between 0 and 500"))
     token = call.query.get("pageToken", "")
-    skip = 0 if token else (page - 1) * (size or 20)
+    per_page = size or 20
+    skip = 0 if token else (page - 1) * per_page
+    if skip >= 2**31:  # the request's skip is an int32
+        raise InvalidArgument(
+            FieldViolation("page", f"must be at most {(2**31 - 1) // per_page + 1} with {per_page} per page")
+        )
     return {"page_size": size, "page_token": token, "skip": skip}
 
 
@@ -105,8 +110,11 @@ def session_aliases(data: dict[str, Any]) -> dict[str, Any]:
 
 def build_create_job(call: HttpCall) -> Message:
     body = call.body if isinstance(call.body, dict) else {}
-    request_id = str(body.get("requestId") or call.headers.get("Idempotency-Key", ""))
-    job = parse(call.body, job_pb2.Job())
+    if not isinstance(body.get("requestId", ""), str):
+        raise InvalidArgument(FieldViolation("requestId", "must be a string"))
+    request_id = body.get("requestId") or header(call.headers, "Idempotency-Key")
+    # jobId: the alias of id the gateway adds to a job it returns; ignored like id.
+    job = parse(call.body, job_pb2.Job(), consumed=("requestId", "jobId"))
     return job_pb2.CreateJobRequest(job=job, request_id=request_id)  # type: ignore[arg-type]
 
 
@@ -182,7 +190,17 @@ ROUTES: tuple[Route, ...] = (
     Route("PUT", "/api/users/{userId}/role", "auth", "SetUserRole", auth_pb2.User,
           lambda c: parse({**(c.body if isinstance(c.body, dict) else {}), "userId": c.path["userId"]},
                           auth_pb2.SetUserRoleRequest()),
-          "Change an account's role (admin)", "auth", body=auth_pb2.SetUserRoleRequest),
+          "Change an account's role (admin); effective from its next request", "auth",
+          body=auth_pb2.SetUserRoleRequest),
+    Route("PUT", "/api/users/{userId}/disabled", "auth", "SetUserDisabled", auth_pb2.User,
+          lambda c: parse({**(c.body if isinstance(c.body, dict) else {}), "userId": c.path["userId"]},
+                          auth_pb2.SetUserDisabledRequest()),
+          "Disable or enable an account (admin); disabling ends its sessions at once", "auth",
+          body=auth_pb2.SetUserDisabledRequest),
+    Route("PUT", "/api/auth/me/password", "auth", "ChangePassword", auth_pb2.ChangePasswordResponse,
+          lambda c: parse(c.body, auth_pb2.ChangePasswordRequest()),
+          "Change the caller's password; ends every session and returns a new one", "auth",
+          body=auth_pb2.ChangePasswordRequest, aliases=session_aliases),
     Route("POST", "/api/jobs", "jobs", "CreateJob", job_pb2.Job, build_create_job, "Create a job", "jobs",
           body=job_pb2.Job, body_extra={"requestId": {"type": "string", "description": "Idempotency key"}},
           status=201, aliases=job_aliases),

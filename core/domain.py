@@ -139,14 +139,10 @@ def enum_to_proto(value: enum.StrEnum | None) -> int:
 
 
 def enum_from_proto(cls: type[E], number: int) -> E | None:
-    """None for the UNSPECIFIED (0) value or an unknown number."""
+    """None for the UNSPECIFIED (0) value or an unknown number (requests holding an
+    unknown number are refused before they get here: validation.check_request)."""
     member: E | None = _FROM_PROTO[cls].get(number)
     return member
-
-
-def _unknown_number(cls: type[enum.StrEnum], number: int) -> int | None:
-    """``number`` when it is neither UNSPECIFIED (0) nor a value of ``cls``, else None."""
-    return number if number and number not in _FROM_PROTO[cls] else None
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -244,8 +240,6 @@ class Job:
     network: Network = Network.NONE
     # Raw numbers as the client sent them, kept for validation messages.
     raw_multiplier: float | None = None
-    # The network number the client sent when it names no Network (else None).
-    raw_network: int | None = None
 
     def to_proto(self) -> job_pb2.Job:
         return job_pb2.Job(
@@ -289,7 +283,6 @@ class Job:
             max_lateness_seconds=pb.max_lateness_seconds,
             network=enum_from_proto(Network, pb.network) or Network.NONE,
             raw_multiplier=pb.retry_policy.multiplier,
-            raw_network=_unknown_number(Network, pb.network),
         )
 
     def with_changes(self, **changes: Any) -> Job:
@@ -359,8 +352,10 @@ class User:
     role: Role
     password_hash: str
     create_time: datetime
-    failed_logins: int = 0
-    locked_until: datetime | None = None
+    # Moves on whenever the account's sessions end (password change, disable): access
+    # tokens carry the version they were issued under.
+    token_version: int = 0
+    disabled: bool = False
 
     def to_proto(self) -> auth_pb2.User:
         return auth_pb2.User(
@@ -369,6 +364,7 @@ class User:
             email=self.email,
             role=enum_to_proto(self.role),  # type: ignore[arg-type]
             create_time=ts_to_proto(self.create_time),
+            disabled=self.disabled,
         )
 
 
@@ -401,9 +397,6 @@ def job_changes_from_proto(pb: job_pb2.Job, paths: list[str], current: Job) -> d
             changes["raw_multiplier"] = pb.retry_policy.multiplier
         elif head == "scheduled_at":
             changes["scheduled_at"] = incoming.scheduled_at
-        elif path == "network":
-            changes["network"] = incoming.network
-            changes["raw_network"] = incoming.raw_network
         else:
             changes[path] = getattr(incoming, path, None)
     if policy_changes:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
+import re
 import time
-import uuid
 
 
 def new_id() -> str:
@@ -20,9 +20,9 @@ def new_id() -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def is_uuid(text: str) -> bool:
-    try:
-        uuid.UUID(text)
-    except (ValueError, TypeError, AttributeError):
-        return False
-    return len(text) == 36
+    """The 36-character hyphenated form only (``uuid.UUID`` also takes braces and URNs)."""
+    return _UUID.fullmatch(text) is not None

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, NoReturn
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError, Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import SERVICE_NAME as HEALTH_SERVICE_NAME
@@ -25,7 +26,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from core import auth, errors, logs, metrics
+from core import auth, errors, logs, metrics, validation
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,14 @@ ERROR_TABLE: dict[type[errors.JobmeshError], grpc.StatusCode] = {
 # Paths that need no bearer token.
 _ALWAYS_PUBLIC_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
+# A status travels in trailers, which a client refuses beyond its metadata limit
+# (8 KiB by default, RESOURCE_EXHAUSTED): what an error says is cut to fit, the
+# message to a length whose percent-encoding fits, the violations to a byte budget.
+_MAX_STATUS_MESSAGE_CHARS = 300
+_MAX_VIOLATION_FIELD_CHARS = 120
+_MAX_VIOLATION_DESCRIPTION_CHARS = 300
+_VIOLATIONS_BUDGET_BYTES = 2400
+
 
 def status_code_of(error: errors.JobmeshError) -> grpc.StatusCode:
     for cls in type(error).__mro__:
@@ -64,20 +73,28 @@ def to_grpc_status(error: errors.JobmeshError) -> grpc.Status:
     info = any_pb2.Any()
     info.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
     details.append(info)
-    if isinstance(error, errors.InvalidArgument):
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in error.violations
-            ]
-        )
+    if isinstance(error, errors.InvalidArgument) and error.violations:
         packed = any_pb2.Any()
-        packed.Pack(bad)
+        packed.Pack(error_details_pb2.BadRequest(field_violations=_fitting(error.violations)))
         details.append(packed)
-    message = error.message if code != grpc.StatusCode.INTERNAL else "internal error"
+    message = error.message[:_MAX_STATUS_MESSAGE_CHARS] if code != grpc.StatusCode.INTERNAL else "internal error"
     status = status_pb2.Status(code=code.value[0], message=message, details=details)
     result: grpc.Status = rpc_status.to_status(status)
     return result
+
+
+def _fitting(violations: list[errors.FieldViolation]) -> list[error_details_pb2.BadRequest.FieldViolation]:
+    out: list[error_details_pb2.BadRequest.FieldViolation] = []
+    budget = _VIOLATIONS_BUDGET_BYTES
+    for v in violations:
+        item = error_details_pb2.BadRequest.FieldViolation(
+            field=v.field[:_MAX_VIOLATION_FIELD_CHARS], description=v.description[:_MAX_VIOLATION_DESCRIPTION_CHARS]
+        )
+        budget -= item.ByteSize()
+        if budget < 0:
+            break
+        out.append(item)
+    return out
 
 
 def _internal_status() -> grpc.Status:
@@ -85,13 +102,13 @@ def _internal_status() -> grpc.Status:
     return result
 
 
-Authenticate = Callable[[str, Sequence[tuple[str, Any]]], Any]
+Authenticate = Callable[[str, Sequence[tuple[str, Any]]], Awaitable[Any]]
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Context, authentication, error translation and metrics for every RPC.
 
-    ``authenticate(method, metadata)`` returns the principal (stored in
+    ``await authenticate(method, metadata)`` returns the principal (stored in
     ``principal_var``) or raises ``Unauthenticated``; methods in ``public`` skip it.
     """
 
@@ -122,18 +139,18 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method, needs_auth),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(handler.unary_stream, method, needs_auth),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
 
-    def _enter(self, method: str, context: grpc.aio.ServicerContext, needs_auth: bool) -> None:
+    async def _enter(self, method: str, context: grpc.aio.ServicerContext, needs_auth: bool) -> None:
         """Request id and principal into context (raises Unauthenticated)."""
         metadata = context.invocation_metadata() or ()
         request_id = ""
@@ -143,7 +160,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 break
         logs.request_id_var.set(request_id or os.urandom(16).hex())
         if needs_auth and self._authenticate is not None:
-            auth.principal_var.set(self._authenticate(method, metadata))
+            auth.principal_var.set(await self._authenticate(method, metadata))
 
     async def _fail(
         self,
@@ -181,7 +198,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             try:
-                self._enter(method, context, needs_auth)
+                await self._enter(method, context, needs_auth)
+                _admit(request)
                 response = await inner(request, context)
             except BaseException as exc:
                 await self._fail(method, context, exc, observe, started)
@@ -196,7 +214,8 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             try:
-                self._enter(method, context, needs_auth)
+                await self._enter(method, context, needs_auth)
+                _admit(request)
                 async for item in inner(request, context):
                     yield item
             except BaseException as exc:
@@ -204,6 +223,36 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             observe(grpc.StatusCode.OK, time.perf_counter() - started)
 
         return handle
+
+
+class _Malformed:
+    """What a request that does not decode as its message type arrives as."""
+
+
+_MALFORMED = _Malformed()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """The deserializer, answering bytes that are not a valid message with _MALFORMED:
+    raising here would end the call as UNKNOWN with the decoder's text."""
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return _MALFORMED
+
+    return deserialize
+
+
+def _admit(request: Any) -> None:
+    """Refuse a request that did not decode, or whose fields break validation.check_request."""
+    if request is _MALFORMED:
+        raise errors.InvalidArgument([], "malformed request message")
+    if isinstance(request, Message):
+        validation.validate_request(request)
 
 
 def _split(method: str) -> tuple[str, str]:

@@ -7,10 +7,11 @@ called by entry points only.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_JWT_SECRET = "jobmesh-development-secret-change-me"
@@ -18,6 +19,16 @@ DEV_JWT_SECRET = "jobmesh-development-secret-change-me"
 
 def _config(prefix: str) -> SettingsConfigDict:
     return SettingsConfigDict(env_prefix=prefix, extra="ignore", frozen=True)
+
+
+def check_networks(value: str) -> None:
+    """A comma-separated list of addresses or CIDR networks; ValueError names a bad one."""
+    for part in value.split(","):
+        if part.strip():
+            try:
+                ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"{part.strip()!r} is not an IP address or network") from None
 
 
 class DatabaseSettings(BaseSettings):
@@ -50,6 +61,30 @@ class AuthSettings(BaseSettings):
     admin_email: str = Field(default="", description="First admin account, created at start-up if missing")
     admin_password: str = Field(default="", description="Password of that admin account")
     production: bool = Field(default=False, description="Refuse unsafe defaults (JWT secret)")
+    login_free_failures: int = Field(
+        default=5, description="Login attempts per (email, client address) checked at once, before delays start"
+    )
+    login_delay_seconds: float = Field(
+        default=1.0, description="Delay after those free attempts; it doubles with every further attempt"
+    )
+    login_max_delay_seconds: float = Field(default=900.0, description="Cap of that delay")
+    trusted_proxies: str = Field(
+        default="127.0.0.0/8,::1",
+        description="Comma-separated addresses or networks of peers (the gateway) whose x-forwarded-for metadata "
+        "the scheduler takes as the client's address",
+    )
+    password_hash_threads: int = Field(
+        default=2, description="Threads that hash and verify passwords (argon2id), at low priority, off the event loop"
+    )
+    password_hash_queue: int = Field(
+        default=32, description="Password checks waiting for those threads; beyond it RESOURCE_EXHAUSTED is answered"
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        check_networks(value)
+        return value
 
 
 class ServerSettings(BaseSettings):
@@ -64,9 +99,20 @@ class ServerSettings(BaseSettings):
     scheduler_addr: str = Field(default="127.0.0.1:50051", description="Where clients reach a scheduler")
     monitor_addr: str = Field(default="127.0.0.1:50052", description="Where clients reach the monitor")
     cors_origins: str = Field(default="", description="Comma-separated origins the gateway allows (CORS); * for any")
+    gateway_trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses or networks of proxies in front of the gateway whose X-Forwarded-For "
+        "it believes (empty: none, the client is the TCP peer)",
+    )
     shutdown_grace_seconds: float = Field(default=5.0, description="In-flight work allowed after SIGTERM")
     log_level: str = Field(default="INFO", description="Python logging level")
     log_json: bool = Field(default=False, description="Log one JSON object per line")
+
+    @field_validator("gateway_trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        check_networks(value)
+        return value
 
 
 class SchedulerSettings(BaseSettings):

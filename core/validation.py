@@ -1,26 +1,54 @@
 """Input rules for jobs and accounts. Each rule names the field it checks.
 
+Two layers, each rule in one of them:
+
+- ``check_request`` holds every request message to what its wire types cannot say:
+  each string within its length (the database column's, on every backend) and of
+  its form (one line of visible text, or a UUID), each enum a value the enum has,
+  each timestamp a real instant, each repeated field within its count. The gRPC
+  interceptor applies it to every request before a servicer sees it.
+- ``check_job`` and the others below hold the domain's rules: ranges, cron
+  expressions, time zones, scripts, combinations of fields.
+
 Validators collect every violation, then raise one ``InvalidArgument`` so a
 client sees all its mistakes at once; nothing is written before they pass.
 """
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import re
+import unicodedata
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 
 from core import cron
 from core.domain import Job, JobType, RetryPolicy, RetryStrategy
 from core.errors import Violations
+from core.ids import is_uuid
 
 MAX_SCRIPT_BYTES = 256 * 1024
 MAX_NAME_CHARS = 200
+MAX_CRON_CHARS = 255
+MAX_TIMEZONE_CHARS = 64
+MAX_QUEUE_CHARS = 64
 MAX_TIMEOUT_SECONDS = 86400
 MAX_DELAY_SECONDS = 86400
 MAX_ATTEMPTS = 100
 MAX_REQUEST_ID_CHARS = 64
+MAX_PAGE_TOKEN_CHARS = 128
+MAX_MASK_PATHS = 32
+MAX_MASK_PATH_CHARS = 64
+MAX_USERNAME_CHARS = 64
+MAX_EMAIL_CHARS = 254
+MAX_REFRESH_TOKEN_CHARS = 128
+UUID_CHARS = 36
 SCHEDULED_AT_MAX_PAST = timedelta(days=1)
 QUEUE_RE = re.compile(r"[a-z0-9_-]{1,64}")
 USERNAME_RE = re.compile(r"[A-Za-z0-9_.-]{3,64}")
@@ -102,9 +130,8 @@ def check_retry_policy(v: Violations, field: str, policy: RetryPolicy, raw_multi
 
 
 def check_job(v: Violations, job: Job, now: datetime, prefix: str = "job") -> None:
-    """Every rule of a complete job (create, and update after the mask is applied)."""
-    if len(job.name) > MAX_NAME_CHARS:
-        v.add(f"{prefix}.name", f"must be at most {MAX_NAME_CHARS} characters")
+    """Every domain rule of a complete job (create, and update after the mask is applied);
+    check_request has held each field of the request to its length and form."""
     if job.job_type is None:
         v.add(f"{prefix}.job_type", "is required: JOB_TYPE_ONE_TIME or JOB_TYPE_RECURRING")
     elif job.job_type is JobType.ONE_TIME:
@@ -128,8 +155,6 @@ def check_job(v: Violations, job: Job, now: datetime, prefix: str = "job") -> No
     check_retry_policy(v, f"{prefix}.retry_policy", job.retry_policy, job.raw_multiplier)
     if not QUEUE_RE.fullmatch(job.queue):
         v.add(f"{prefix}.queue", "must match [a-z0-9_-]{1,64}")
-    if job.raw_network is not None:
-        v.add(f"{prefix}.network", f"must be NETWORK_NONE or NETWORK_HOST (got {job.raw_network})")
     if not 0 <= job.max_lateness_seconds <= MAX_DELAY_SECONDS:
         v.add(f"{prefix}.max_lateness_seconds", f"must be between 0 and {MAX_DELAY_SECONDS} seconds")
 
@@ -163,3 +188,170 @@ def check_password(v: Violations, password: str, field: str = "password") -> Non
 
 def normalize_email(email: str) -> str:
     return email.strip().lower()
+
+
+# Request messages, field by field -------------------------------------------------
+
+
+class TextForm(enum.Enum):
+    """What a string field of a request may hold."""
+
+    LINE = "line"  # one line of visible text: no control, line-break or bidi-control character
+    CRON = "cron"  # a LINE in which tabs may separate the fields
+    UUID = "uuid"  # a UUID (8-4-4-4-12 hex digits), or empty where the request allows
+    ANY = "any"  # any text (a password, a script's source)
+
+
+@dataclass(frozen=True)
+class TextRule:
+    form: TextForm
+    max_chars: int | None  # None: measured where the rule is, in UTF-8 bytes (check_script)
+
+
+_ID = TextRule(TextForm.UUID, UUID_CHARS)
+_PAGE_TOKEN = TextRule(TextForm.LINE, MAX_PAGE_TOKEN_CHARS)
+
+# Every string field of every request message, by its full proto name. Lengths are
+# in characters and never exceed the database column the value is stored in
+# (db/models.py), so every backend refuses and accepts the same values.
+TEXT_RULES: dict[str, TextRule] = {
+    "jobmesh.v1.Job.id": _ID,
+    "jobmesh.v1.Job.owner_id": _ID,
+    "jobmesh.v1.Job.name": TextRule(TextForm.LINE, MAX_NAME_CHARS),
+    "jobmesh.v1.Job.cron_expr": TextRule(TextForm.CRON, MAX_CRON_CHARS),
+    "jobmesh.v1.Job.timezone": TextRule(TextForm.LINE, MAX_TIMEZONE_CHARS),
+    "jobmesh.v1.Job.script_content": TextRule(TextForm.ANY, None),
+    "jobmesh.v1.Job.queue": TextRule(TextForm.LINE, MAX_QUEUE_CHARS),
+    "jobmesh.v1.CreateJobRequest.request_id": TextRule(TextForm.LINE, MAX_REQUEST_ID_CHARS),
+    "jobmesh.v1.GetJobRequest.id": _ID,
+    "jobmesh.v1.ListJobsRequest.page_token": _PAGE_TOKEN,
+    "jobmesh.v1.ListJobsRequest.owner_id": _ID,
+    "jobmesh.v1.DeleteJobRequest.id": _ID,
+    "jobmesh.v1.PauseJobRequest.id": _ID,
+    "jobmesh.v1.ResumeJobRequest.id": _ID,
+    "jobmesh.v1.RunJobNowRequest.id": _ID,
+    "jobmesh.v1.PreviewScheduleRequest.cron_expr": TextRule(TextForm.CRON, MAX_CRON_CHARS),
+    "jobmesh.v1.PreviewScheduleRequest.timezone": TextRule(TextForm.LINE, MAX_TIMEZONE_CHARS),
+    "google.protobuf.FieldMask.paths": TextRule(TextForm.LINE, MAX_MASK_PATH_CHARS),
+    "jobmesh.v1.ListRunsRequest.job_id": _ID,
+    "jobmesh.v1.ListRunsRequest.page_token": _PAGE_TOKEN,
+    "jobmesh.v1.GetRunRequest.run_id": _ID,
+    "jobmesh.v1.GetRunRequest.job_id": _ID,
+    "jobmesh.v1.GetRunLogsRequest.run_id": _ID,
+    "jobmesh.v1.GetRunLogsRequest.job_id": _ID,
+    "jobmesh.v1.CancelRunRequest.run_id": _ID,
+    "jobmesh.v1.CancelRunRequest.job_id": _ID,
+    "jobmesh.v1.WatchRunRequest.run_id": _ID,
+    "jobmesh.v1.WatchRunRequest.job_id": _ID,
+    "jobmesh.v1.SignUpRequest.username": TextRule(TextForm.LINE, MAX_USERNAME_CHARS),
+    "jobmesh.v1.SignUpRequest.email": TextRule(TextForm.LINE, MAX_EMAIL_CHARS),
+    "jobmesh.v1.SignUpRequest.password": TextRule(TextForm.ANY, MAX_PASSWORD),
+    # No account has a longer email or password, so a longer one can only be wrong.
+    "jobmesh.v1.LoginRequest.email": TextRule(TextForm.LINE, MAX_EMAIL_CHARS),
+    "jobmesh.v1.LoginRequest.password": TextRule(TextForm.ANY, MAX_PASSWORD),
+    "jobmesh.v1.RefreshRequest.refresh_token": TextRule(TextForm.LINE, MAX_REFRESH_TOKEN_CHARS),
+    "jobmesh.v1.ListUsersRequest.page_token": _PAGE_TOKEN,
+    "jobmesh.v1.SetUserRoleRequest.user_id": _ID,
+    "jobmesh.v1.ChangePasswordRequest.current_password": TextRule(TextForm.ANY, MAX_PASSWORD),
+    "jobmesh.v1.ChangePasswordRequest.new_password": TextRule(TextForm.ANY, MAX_PASSWORD),
+    "jobmesh.v1.SetUserDisabledRequest.user_id": _ID,
+}
+# A string field missing from TEXT_RULES (tests/unit/test_validation.py fails on one).
+DEFAULT_TEXT_RULE = TextRule(TextForm.LINE, 1024)
+MAX_REPEATED = {"google.protobuf.FieldMask.paths": MAX_MASK_PATHS}
+DEFAULT_MAX_REPEATED = 100
+
+# google.protobuf.Timestamp's own range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+MIN_TIMESTAMP_SECONDS = -62_135_596_800
+MAX_TIMESTAMP_SECONDS = 253_402_300_799
+_TIMESTAMP = "google.protobuf.Timestamp"
+# Explicit directional embeddings, overrides and isolates: they reorder how the text
+# around them is shown (the "Trojan Source" characters).
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+# Control characters (NUL, ESC of ANSI sequences, C1), lone surrogates, line and paragraph separators.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+def text_rule(field: FieldDescriptor) -> TextRule:
+    return TEXT_RULES.get(field.full_name, DEFAULT_TEXT_RULE)
+
+
+def text_problem(text: str, rule: TextRule) -> str:
+    """Why ``text`` breaks ``rule`` ("" when it does not)."""
+    if rule.max_chars is not None and len(text) > rule.max_chars:
+        return f"must be at most {rule.max_chars} characters (got {len(text)})"
+    if rule.form is TextForm.UUID:
+        return "" if not text or is_uuid(text) else "must be a UUID"
+    if rule.form is TextForm.ANY or text.isprintable():  # isprintable: the common case, decided in C
+        return ""
+    for index, char in enumerate(text):
+        if char == "\t" and rule.form is TextForm.CRON:
+            continue
+        if char in _BIDI_CONTROLS or unicodedata.category(char) in _REFUSED_CATEGORIES:
+            return (
+                "must not contain control, line-break or bidirectional-override characters "
+                f"(U+{ord(char):04X} at position {index})"
+            )
+    return ""
+
+
+def timestamp_problem(seconds: int, nanos: int) -> str:
+    if not 0 <= nanos <= 999_999_999:
+        return f"nanos must be between 0 and 999999999 (got {nanos})"
+    if not MIN_TIMESTAMP_SECONDS <= seconds <= MAX_TIMESTAMP_SECONDS:
+        return "must be between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59.999999999Z"
+    return ""
+
+
+def _check_value(v: Violations, field: FieldDescriptor, value: Any, path: str) -> None:
+    if field.type == FieldDescriptor.TYPE_STRING:
+        problem = text_problem(value, text_rule(field))
+    elif field.type == FieldDescriptor.TYPE_BYTES:
+        limit = DEFAULT_TEXT_RULE.max_chars or 0
+        problem = f"must be at most {limit} bytes" if len(value) > limit else ""
+    elif field.enum_type is not None:
+        problem = ""
+        if value not in field.enum_type.values_by_number:
+            names = ", ".join(e.name for e in field.enum_type.values)
+            problem = f"has no value {value}; use one of {names}"
+    elif field.message_type is not None:
+        if field.message_type.full_name == _TIMESTAMP:
+            problem = timestamp_problem(value.seconds, value.nanos)
+        else:
+            check_request(v, value, f"{path}.")
+            return
+    else:
+        return  # numbers: their ranges are domain rules
+    if problem:
+        v.add(path, problem)
+
+
+def check_request(v: Violations, message: Message, prefix: str = "") -> None:
+    """The rules of TEXT_RULES, enums, timestamps and counts, over every field set in
+    ``message`` and the messages in it; fields are named by their proto path."""
+    for field, value in message.ListFields():
+        path = prefix + field.name
+        if not field.is_repeated:
+            _check_value(v, field, value, path)
+            continue
+        limit = MAX_REPEATED.get(field.full_name, DEFAULT_MAX_REPEATED)
+        if len(value) > limit:
+            v.add(path, f"must have at most {limit} entries (got {len(value)})")
+            continue
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            key_field, value_field = (
+                field.message_type.fields_by_name["key"],
+                field.message_type.fields_by_name["value"],
+            )
+            for key, item in value.items():
+                _check_value(v, key_field, key, f"{path}[{key!r}]")
+                _check_value(v, value_field, item, f"{path}[{key!r}]")
+            continue
+        for index, item in enumerate(value):
+            _check_value(v, field, item, f"{path}[{index}]")
+
+
+def validate_request(message: Message) -> None:
+    v = Violations()
+    check_request(v, message)
+    v.raise_if_any()

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Dialect
@@ -79,8 +80,20 @@ class UserRow(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
-    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
-    locked_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    token_version: Mapped[int] = mapped_column(Integer, server_default="0")
+    disabled: Mapped[bool] = mapped_column(Boolean, server_default=false())
+
+
+class LoginThrottleRow(Base):
+    """Login attempts per (account, client address): the account is a digest of the
+    normalized email, whether or not an account has it (core/throttle.py)."""
+
+    __tablename__ = "login_throttle"
+    account: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    checked_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
 
 
 class RefreshTokenRow(Base):
@@ -89,6 +102,8 @@ class RefreshTokenRow(Base):
     user_id: Mapped[str] = mapped_column(String(36), index=True)
     family_id: Mapped[str] = mapped_column(String(36), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The account's token version when issued: once it moves on, the token is dead.
+    token_version: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)

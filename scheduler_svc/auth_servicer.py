@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import grpc
@@ -10,6 +11,7 @@ from core import validation
 from core.auth import Role, current_principal
 from core.domain import enum_from_proto, enum_to_proto
 from core.errors import Violations
+from core.peers import Network, client_address, client_key, forwarded_for, grpc_peer_host
 from db.repositories.paging import decode_token, encode_token
 from gen.jobmesh.v1 import auth_pb2, auth_pb2_grpc
 from scheduler_svc.accounts import Accounts, Session
@@ -35,8 +37,15 @@ def _fields(session: Session) -> dict[str, Any]:
 
 
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
-    def __init__(self, accounts: Accounts) -> None:
+    def __init__(self, accounts: Accounts, trusted_proxies: Sequence[Network] = ()) -> None:
         self._accounts = accounts
+        self._trusted = tuple(trusted_proxies)
+
+    def _client(self, context: grpc.aio.ServicerContext) -> str:
+        """Whom throttling counts the call against: the peer, or the address a
+        trusted proxy (the gateway) forwards for."""
+        peer = grpc_peer_host(context.peer() or "")
+        return client_key(client_address(peer, forwarded_for(context.invocation_metadata() or ()), self._trusted))
 
     async def SignUp(
         self, request: auth_pb2.SignUpRequest, context: grpc.aio.ServicerContext
@@ -45,7 +54,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.SignUpResponse(**_fields(session))
 
     async def Login(self, request: auth_pb2.LoginRequest, context: grpc.aio.ServicerContext) -> auth_pb2.LoginResponse:
-        session = await self._accounts.login(request.email, request.password)
+        session = await self._accounts.login(request.email, request.password, self._client(context))
         return auth_pb2.LoginResponse(**_fields(session))
 
     async def Refresh(
@@ -80,4 +89,18 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     ) -> auth_pb2.User:
         role = enum_from_proto(Role, request.role)
         user = await self._accounts.set_role(current_principal(), request.user_id, role)
+        return user.to_proto()
+
+    async def ChangePassword(
+        self, request: auth_pb2.ChangePasswordRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ChangePasswordResponse:
+        session = await self._accounts.change_password(
+            current_principal(), request.current_password, request.new_password, self._client(context)
+        )
+        return auth_pb2.ChangePasswordResponse(**_fields(session))
+
+    async def SetUserDisabled(
+        self, request: auth_pb2.SetUserDisabledRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.User:
+        user = await self._accounts.set_disabled(current_principal(), request.user_id, request.disabled)
         return user.to_proto()

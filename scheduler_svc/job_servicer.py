@@ -39,7 +39,7 @@ class JobServicer(job_pb2_grpc.JobServiceServicer):
 
     async def UpdateJob(self, request: job_pb2.UpdateJobRequest, context: grpc.aio.ServicerContext) -> job_pb2.Job:
         principal = current_principal()
-        current = await self._jobs.writable(principal, request.job.id)
+        current = await self._jobs.writable(principal, request.job.id, "job.id")
         changes = job_changes_from_proto(request.job, list(request.update_mask.paths), current)
         job = await self._jobs.update(principal, request.job.id, request.job.version, changes)
         return job.to_proto()

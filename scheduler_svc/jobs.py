@@ -6,13 +6,14 @@ be probed); Viewers and Admins see all; Viewers change nothing.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from core import cron, validation
 from core.auth import Principal
-from core.domain import Job, JobState, JobType, Run, RunTrigger, utcnow
+from core.domain import Job, JobState, JobType, Run, RunStatus, RunTrigger, SkipReason, utcnow
 from core.errors import Conflict, FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Violations
 from core.ids import is_uuid, new_id
 from db.repositories.jobs import JobRepository
@@ -59,10 +60,33 @@ class PreviewSlot:
     note: str
 
 
+class SlotOnResume(enum.Enum):
+    """What resuming a one-time job does with its slot."""
+
+    STANDS = "stands"  # still to come, or already dispatched: nothing to do
+    RUNS_NOW = "runs_now"  # skipped while paused, resumed within the misfire grace
+    MISSED = "missed"  # due while paused and resumed past the grace: skipped for good
+
+
+def slot_on_resume(slot: Run | None, now: datetime, grace: timedelta) -> SlotOnResume:
+    """The misfire rule applied on resume: within the grace of its due time a slot the
+    pause skipped runs now; past it the skip stands (reason ``paused``) and the job,
+    which can never run again, is COMPLETED."""
+    if slot is None:
+        return SlotOnResume.STANDS
+    paused_skip = slot.status is RunStatus.SKIPPED and slot.skip_reason == SkipReason.PAUSED.value
+    if not paused_skip and slot.status is not RunStatus.PENDING:
+        return SlotOnResume.STANDS
+    if slot.due_at < now - grace:
+        return SlotOnResume.MISSED
+    return SlotOnResume.RUNS_NOW if paused_skip else SlotOnResume.STANDS
+
+
 class Jobs:
-    def __init__(self, jobs: JobRepository, runs: RunRepository) -> None:
+    def __init__(self, jobs: JobRepository, runs: RunRepository, misfire_grace: timedelta) -> None:
         self._jobs = jobs
         self._runs = runs
+        self._misfire_grace = misfire_grace
 
     async def visible(self, principal: Principal, job_id: str, field: str = "id") -> Job:
         if not is_uuid(job_id):
@@ -74,19 +98,15 @@ class Jobs:
             raise NotFound(f"job {job_id} not found")
         return job
 
-    async def writable(self, principal: Principal, job_id: str) -> Job:
-        job = await self.visible(principal, job_id)
+    async def writable(self, principal: Principal, job_id: str, field: str = "id") -> Job:
+        job = await self.visible(principal, job_id, field)
         principal.require_writer()
         return job
 
     async def create(self, principal: Principal, job: Job, request_id: str) -> Job:
         principal.require_writer()
         now = utcnow()
-        v = Violations()
-        validation.check_job(v, job, now)
-        if len(request_id) > validation.MAX_REQUEST_ID_CHARS:
-            v.add("request_id", f"must be at most {validation.MAX_REQUEST_ID_CHARS} characters")
-        v.raise_if_any()
+        validation.validate_job(job, now)
         job = job.with_changes(id=new_id(), owner_id=principal.user_id, state=JobState.ACTIVE)
         first_run: Run | None = None
         if job.job_type is JobType.ONE_TIME:
@@ -124,10 +144,10 @@ class Jobs:
         return JobPage(jobs, encode_token(offset + len(jobs), key) if more else "", total)
 
     async def update(self, principal: Principal, job_id: str, version: int, changes: dict[str, Any]) -> Job:
-        if not version:
-            raise InvalidArgument(FieldViolation("job.version", "is required (the version you read)"))
-        current = await self.writable(principal, job_id)
-        unknown = sorted(set(changes) - MUTABLE_FIELDS - {"raw_multiplier", "raw_network"})
+        if version < 1:
+            raise InvalidArgument(FieldViolation("job.version", "is required (the version you read, 1 or more)"))
+        current = await self.writable(principal, job_id, "job.id")
+        unknown = sorted(set(changes) - MUTABLE_FIELDS - {"raw_multiplier"})
         if unknown:
             raise InvalidArgument([FieldViolation(f"update_mask.{p}", "is not a mutable field") for p in unknown])
         if not changes:
@@ -157,7 +177,34 @@ class Jobs:
         return await self._transition(principal, job_id, (JobState.ACTIVE,), JobState.PAUSED, "pause")
 
     async def resume(self, principal: Principal, job_id: str) -> Job:
-        return await self._transition(principal, job_id, (JobState.PAUSED,), JobState.ACTIVE, "resume")
+        job = await self.writable(principal, job_id)
+        if job.job_type is not JobType.ONE_TIME or job.state is not JobState.PAUSED:
+            return await self._transition(principal, job_id, (JobState.PAUSED,), JobState.ACTIVE, "resume")
+        now = utcnow()
+        slot = next(
+            (
+                r
+                for r in await self._runs.list_for_job(job_id, None, 20, 0)
+                if r.scheduled_at == job.scheduled_at and r.trigger is RunTrigger.SCHEDULE
+            ),
+            None,
+        )
+        outcome = slot_on_resume(slot, now, self._misfire_grace)
+        to = JobState.COMPLETED if outcome is SlotOnResume.MISSED else JobState.ACTIVE
+        moved = await self._jobs.transition(
+            job_id,
+            (JobState.PAUSED,),
+            to,
+            None,
+            now,
+            revive=slot if outcome is SlotOnResume.RUNS_NOW else None,
+            skip=slot if outcome is SlotOnResume.MISSED else None,
+        )
+        if not moved:
+            raise FailedPrecondition(f"cannot resume a job in state {job.state.value}")
+        result = await self._jobs.get(job_id)
+        assert result is not None
+        return result
 
     async def delete(self, principal: Principal, job_id: str) -> Job:
         job = await self._transition(
@@ -189,13 +236,17 @@ class Jobs:
         assert schedule is not None
         tz = cron.zone(timezone or "UTC")
         cursor = after or utcnow()
-        previous_offset = cursor.astimezone(tz).utcoffset()
+        try:
+            previous_offset = cursor.astimezone(tz).utcoffset()
+        except OverflowError:  # within hours of the calendar's ends (years 1, 9999) the local reading is not a date
+            previous_offset = None
         out: list[PreviewSlot] = []
         for _ in range(count or 10):
             slot = schedule.next_slot(cursor, tz)
             if slot is None:  # the calendar ends (year 9999)
                 break
             offset = slot.local.utcoffset()
+            offset_changed = previous_offset is not None and offset != previous_offset
             note = ""
             if slot.nonexistent:
                 note = "the scheduled local time does not exist (DST gap); fires at the first valid instant after it"
@@ -208,7 +259,7 @@ class Jobs:
                     at=slot.at,
                     local=slot.local,
                     utc_offset=format_offset(slot.local),
-                    dst_transition=offset != previous_offset or slot.nonexistent or slot.ambiguous,
+                    dst_transition=offset_changed or slot.nonexistent or slot.ambiguous,
                     note=note,
                 )
             )

@@ -15,11 +15,12 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from core import keys
-from core.auth import Authenticator, TokenCodec, check_secret
+from core.auth import AccountStates, Authenticator, TokenCodec, check_secret
 from core.http import metrics_app, start_http
 from core.ids import new_id
 from core.logs import configure_logging
 from core.loops import run_loop
+from core.peers import parse_networks
 from core.process import run_service, settle_heap, wait_for_shutdown_signal
 from core.redis_client import create_redis
 from core.rpc import RpcServer, ServiceInterceptor, create_server, stop_server
@@ -27,6 +28,7 @@ from core.settings import Settings
 from db.engine import Database
 from db.partitions import maintain_partitions
 from db.repositories.jobs import JobRepository
+from db.repositories.login_throttle import LoginThrottleRepository
 from db.repositories.runs import RunRepository
 from db.repositories.schedules import ScheduleRepository
 from db.repositories.users import UserRepository
@@ -43,6 +45,7 @@ from scheduler_svc.runs import Runs
 
 log = logging.getLogger("scheduler_svc")
 PARTITION_MAINTENANCE_SECONDS = 600.0
+LOGIN_THROTTLE_CLEANUP_SECONDS = 600.0
 
 
 class SchedulerApp:
@@ -55,12 +58,17 @@ class SchedulerApp:
         self.redis = create_redis(settings.redis.redis_url)
         codec = TokenCodec(settings.auth)
         self.codec = codec
-        self.accounts = Accounts(UserRepository(self.db), codec, settings.auth)
+        users = UserRepository(self.db)
+        # Authentication reads each account's current role, token version and
+        # disabled flag; Accounts tells it at once when it changes one.
+        self.account_states = AccountStates(users.account_state)
+        self.login_attempts = LoginThrottleRepository(self.db)
+        self.accounts = Accounts(users, self.login_attempts, codec, self.account_states, settings.auth)
         self.run_repo = RunRepository(self.db)
         self.job_repo = JobRepository(self.db)
-        self.jobs = Jobs(self.job_repo, self.run_repo)
-        self.runs = Runs(self.run_repo, self.jobs, self.redis)
         sched = settings.scheduler
+        self.jobs = Jobs(self.job_repo, self.run_repo, timedelta(seconds=sched.misfire_grace_seconds))
+        self.runs = Runs(self.run_repo, self.jobs, self.redis)
         self.scheduler_id = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self.materializer = Materializer(
             ScheduleRepository(self.db),
@@ -90,13 +98,13 @@ class SchedulerApp:
     async def start(self, loops: bool = True) -> int:
         """Serve gRPC (and, with ``loops``, run the scheduling loops); returns the port."""
         await self.accounts.ensure_admin(self.settings.auth.admin_email, self.settings.auth.admin_password)
-        interceptor = ServiceInterceptor(Authenticator(self.codec), public=PUBLIC_METHODS)
+        interceptor = ServiceInterceptor(Authenticator(self.codec, self.account_states), public=PUBLIC_METHODS)
         self.rpc = await create_server(
             f"{self.settings.server.host}:{self.settings.server.scheduler_port}",
             [
                 (
                     auth_pb2_grpc.add_AuthServiceServicer_to_server,
-                    AuthServicer(self.accounts),
+                    AuthServicer(self.accounts, parse_networks(self.settings.auth.trusted_proxies)),
                     "jobmesh.v1.AuthService",
                 ),
                 (job_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(self.jobs), "jobmesh.v1.JobService"),
@@ -130,6 +138,9 @@ class SchedulerApp:
             ),
             asyncio.create_task(run_loop("reaper", self.reaper.tick, sched.reaper_interval_seconds, stop)),
             asyncio.create_task(run_loop("partitions", self._partitions, PARTITION_MAINTENANCE_SECONDS, stop)),
+            asyncio.create_task(
+                run_loop("login-throttle", self.accounts.forget_idle_attempts, LOGIN_THROTTLE_CLEANUP_SECONDS, stop)
+            ),
         ]
 
     async def _heartbeat(self) -> None:
@@ -150,6 +161,7 @@ class SchedulerApp:
         with contextlib.suppress(RedisError, OSError):  # Redis may be gone; nothing depends on this cleanup
             await self.redis.zrem(keys.SCHEDULERS, self.scheduler_id)
         await self.job_repo.close()
+        self.accounts.close()
         await self.redis.aclose()
         await self.db.close()
 

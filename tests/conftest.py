@@ -30,7 +30,8 @@ from gen.jobmesh.v1 import auth_pb2, auth_pb2_grpc, job_pb2_grpc, run_pb2_grpc
 
 MYSQL_ROOT = os.environ.get("JOBMESH_TEST_MYSQL", "mysql+asyncmy://root@127.0.0.1:3306")
 REDIS_TEST_URL = os.environ.get("JOBMESH_TEST_REDIS", "redis://127.0.0.1:6379/13")
-TABLES = ["run_output", "job_run", "job_schedule_state", "job_definition", "refresh_tokens", "users"]
+TABLES = ["run_output", "job_run", "job_schedule_state", "job_definition", "refresh_tokens", "users",
+          "login_throttle"]  # fmt: skip
 
 
 def mysql(statement: str) -> None:

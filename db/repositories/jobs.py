@@ -11,12 +11,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from core.batching import Batcher
-from core.domain import Job, JobState, JobType, Run
+from core.domain import Job, JobState, JobType, Run, RunStatus, SkipReason
 from core.errors import Conflict, NotFound
 from db.engine import Database
-from db.models import JobRow, ScheduleStateRow
+from db.models import JobRow, RunRow, ScheduleStateRow
 from db.repositories.rows import job_from_row
-from db.repositories.runs import insert_runs
+from db.repositories.runs import by_keys, insert_runs
 
 _JOB_COLUMNS = [*JobRow.__table__.c, ScheduleStateRow.next_fire_at]
 _INSERT_JOBS = insert(JobRow)  # built once: construction and cache key cost more per batch than the rows
@@ -65,7 +65,6 @@ def _created(job: Job, now: datetime, next_fire_at: datetime | None) -> Job:
         update_time=now,
         next_fire_time=next_fire_at,
         raw_multiplier=None,
-        raw_network=None,
     )
 
 
@@ -229,8 +228,15 @@ class JobRepository:
         to_state: JobState,
         next_fire_at: datetime | None,
         now: datetime,
+        *,
+        revive: Run | None = None,
+        skip: Run | None = None,
     ) -> bool:
-        """Move the job's state if it is in one of from_states; set or clear its cursor."""
+        """Move the job's state if it is in one of from_states; set or clear its cursor.
+
+        In the same transaction, a one-time job's slot run skipped while paused can be
+        made due again (``revive``), or a pending one recorded SKIPPED (``skip``).
+        """
         async with self._db.transaction() as conn:
             values: dict[str, Any] = {
                 "state": to_state.value,
@@ -247,4 +253,21 @@ class JobRepository:
             if result.rowcount != 1:
                 return False
             await _set_schedule(conn, job_id, next_fire_at if to_state is JobState.ACTIVE else None)
+            if revive is not None:
+                await conn.execute(
+                    update(RunRow)
+                    .where(by_keys([(revive.id, revive.scheduled_at)]), RunRow.status == RunStatus.SKIPPED.value)
+                    .values(
+                        status=RunStatus.PENDING.value,
+                        due_at=max(revive.due_at, now),
+                        skip_reason="",
+                        finished_at=None,
+                    )
+                )
+            if skip is not None:
+                await conn.execute(
+                    update(RunRow)
+                    .where(by_keys([(skip.id, skip.scheduled_at)]), RunRow.status == RunStatus.PENDING.value)
+                    .values(status=RunStatus.SKIPPED.value, skip_reason=SkipReason.PAUSED.value, finished_at=now)
+                )
         return True

@@ -82,7 +82,6 @@ def job_from_row(row: Any, names: Sequence[str] | None = None) -> Job:
             "next_fire_time": r.get("next_fire_at"),
             "network": _NETWORK[r["network"]],
             "raw_multiplier": None,
-            "raw_network": None,
         },
     )
 

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from core.auth import Role
-from core.domain import User
+from core.auth import AccountState, Role
+from core.domain import User, utcnow
 from core.errors import AlreadyExists
 from core.ids import new_id
 from db.engine import Database
@@ -24,8 +24,8 @@ def _user(row: Any) -> User:
         role=Role(row.role),
         password_hash=row.password_hash,
         create_time=row.created_at,
-        failed_logins=row.failed_logins,
-        locked_until=row.locked_until,
+        token_version=row.token_version,
+        disabled=bool(row.disabled),
     )
 
 
@@ -55,7 +55,8 @@ class UserRepository:
                         password_hash=password_hash,
                         role=role.value,
                         created_at=now,
-                        failed_logins=0,
+                        token_version=0,
+                        disabled=False,
                     )
                 )
             except IntegrityError as exc:
@@ -80,26 +81,51 @@ class UserRepository:
             total = (await conn.execute(select(func.count()).select_from(UserRow))).scalar_one()
         return [_user(r) for r in rows], int(total)
 
-    async def set_role(self, user_id: str, role: Role) -> User | None:
+    async def account_state(self, user_id: str) -> AccountState | None:
+        """What authenticating a call needs: role, token version, disabled flag."""
         async with self._db.transaction() as conn:
-            await conn.execute(update(UserRow).where(UserRow.id == user_id).values(role=role.value))
-            row = (await conn.execute(select(UserRow).where(UserRow.id == user_id))).first()
-        return _user(row) if row else None
+            row = (
+                await conn.execute(
+                    select(UserRow.role, UserRow.token_version, UserRow.disabled).where(UserRow.id == user_id)
+                )
+            ).first()
+        return AccountState(Role(row.role), row.token_version, bool(row.disabled)) if row else None
 
-    async def record_failure(self, user_id: str, failed_logins: int, locked_until: datetime | None) -> None:
-        async with self._db.transaction() as conn:
-            await conn.execute(
-                update(UserRow)
-                .where(UserRow.id == user_id)
-                .values(failed_logins=failed_logins, locked_until=locked_until)
-            )
+    async def set_role(self, user_id: str, role: Role, now: datetime | None = None) -> User | None:
+        return await self.change(user_id, now or utcnow(), {"role": role.value}, end_refresh_tokens=True)
 
-    async def record_success(self, user_id: str, new_hash: str | None) -> None:
-        values: dict[str, Any] = {"failed_logins": 0, "locked_until": None}
-        if new_hash:
-            values["password_hash"] = new_hash
+    async def change(
+        self,
+        user_id: str,
+        now: datetime,
+        values: dict[str, Any],
+        *,
+        end_access_tokens: bool = False,
+        end_refresh_tokens: bool = False,
+    ) -> User | None:
+        """Update the account's columns in ``values``; ``end_access_tokens`` moves its
+        token version on, ``end_refresh_tokens`` revokes its live refresh tokens.
+        One transaction; returns the account as changed, None if there is none."""
+        values = dict(values)
+        if end_access_tokens:
+            values["token_version"] = UserRow.token_version + 1
         async with self._db.transaction() as conn:
             await conn.execute(update(UserRow).where(UserRow.id == user_id).values(**values))
+            row = (await conn.execute(select(UserRow).where(UserRow.id == user_id))).first()
+            if row is None:
+                return None
+            if end_refresh_tokens:
+                await conn.execute(
+                    update(RefreshTokenRow)
+                    .where(RefreshTokenRow.user_id == user_id, RefreshTokenRow.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+        return _user(row)
+
+    async def set_password_hash(self, user_id: str, password_hash: str) -> None:
+        """Store a re-hash of the same password (newer argon2 parameters)."""
+        async with self._db.transaction() as conn:
+            await conn.execute(update(UserRow).where(UserRow.id == user_id).values(password_hash=password_hash))
 
     async def ensure_admin(self, email: str, username: str, password_hash: str, now: datetime) -> bool:
         """Create the admin if no account has this email; returns whether it was created."""
@@ -114,7 +140,13 @@ class UserRepository:
     # Refresh tokens -------------------------------------------------------
 
     async def store_refresh(
-        self, user_id: str, family_id: str, token_hash: str, now: datetime, expires_at: datetime
+        self,
+        user_id: str,
+        family_id: str,
+        token_hash: str,
+        now: datetime,
+        expires_at: datetime,
+        token_version: int = 0,
     ) -> None:
         async with self._db.transaction() as conn:
             await conn.execute(
@@ -123,13 +155,14 @@ class UserRepository:
                     user_id=user_id,
                     family_id=family_id,
                     token_hash=token_hash,
+                    token_version=token_version,
                     created_at=now,
                     expires_at=expires_at,
                 )
             )
 
-    async def spend_refresh(self, token_hash: str, now: datetime) -> tuple[str, str] | None:
-        """Mark the token used; returns (user_id, family_id) if it was live.
+    async def spend_refresh(self, token_hash: str, now: datetime) -> tuple[str, str, int] | None:
+        """Mark the token used; returns (user_id, family_id, token_version) if it was live.
 
         A token presented twice means it leaked: the whole family is revoked and
         None is returned.
@@ -154,4 +187,4 @@ class UserRepository:
             )
             if spent.rowcount != 1:
                 return None
-        return row.user_id, row.family_id
+        return row.user_id, row.family_id, row.token_version

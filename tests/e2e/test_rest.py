@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from http.client import HTTPConnection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
@@ -131,6 +135,48 @@ def test_status_mapping_and_visibility(real_mesh: RealMesh) -> None:  # noqa: F8
     assert status == 404 and payload["error"]["status"] == "NOT_FOUND"
     status, health = mesh.call("GET", "/api/health")
     assert status == 200 and health["status"] == "HEALTH_STATUS_SERVING"
+
+
+def call_from(
+    mesh: RealMesh, source: str, method: str, path: str, body: Any, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """A request from a chosen loopback address (any 127.x.y.z is this host)."""
+    gateway = urlparse(mesh.gateway)
+    assert gateway.hostname is not None
+    conn = HTTPConnection(gateway.hostname, gateway.port, timeout=30, source_address=(source, 0))
+    try:
+        conn.request(method, path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read() or b"null")
+    finally:
+        conn.close()
+
+
+@pytest.mark.timeout(120)
+def test_login_throttling_counts_the_http_client_not_what_it_claims(real_mesh: RealMesh) -> None:  # noqa: F811
+    mesh = real_mesh
+    mesh.user("quinn")
+    wrong = {"email": "quinn@example.com", "password": "wrong password"}
+    right = {"email": "quinn@example.com", "password": "correct horse battery"}
+
+    def guess(i: int) -> int:
+        # Each guess claims to come from somewhere else; the gateway trusts no proxy here.
+        return call_from(mesh, "127.0.0.1", "POST", "/api/auth/login", wrong, {"X-Forwarded-For": f"198.51.100.{i}"})[0]
+
+    with ThreadPoolExecutor(20) as pool:
+        statuses = sorted(pool.map(guess, range(20)))
+    assert statuses == [401] * 5 + [429] * 15
+    status, payload = call_from(mesh, "127.0.0.1", "POST", "/api/auth/login", right, {"X-Forwarded-For": "203.0.113.1"})
+    assert (status, payload["error"]["status"]) == (429, "RESOURCE_EXHAUSTED")
+    # The owner, from another address, logs in and changes her password; the old token is dead at once.
+    status, session = call_from(mesh, "127.0.0.2", "POST", "/api/auth/login", right)
+    assert status == 200, session
+    auth = {"Authorization": f"Bearer {session['token']}"}
+    change = {"currentPassword": "correct horse battery", "newPassword": "a brand new passphrase"}
+    status, renewed = call_from(mesh, "127.0.0.2", "PUT", "/api/auth/me/password", change, auth)
+    assert status == 200 and renewed["token"] and renewed["userId"] == session["userId"], renewed
+    assert mesh.call("GET", "/api/auth/me", token=session["token"])[0] == 401
+    assert mesh.call("GET", "/api/auth/me", token=renewed["token"])[0] == 200
 
 
 def promtool() -> str:

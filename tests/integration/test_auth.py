@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
+from collections import Counter
 
 import grpc
 import jwt
@@ -13,11 +15,15 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from core.auth import Role, TokenCodec, check_secret
-from core.settings import AuthSettings
+from core.passwords import PasswordHasher
+from core.settings import AuthSettings, Settings
+from core.throttle import account_key
 from gen.jobmesh.v1 import auth_pb2
-from tests.conftest import Mesh
+from scheduler_svc.main import SchedulerApp
+from tests.conftest import Client, Mesh, make_settings, wait_for
 
 PASSWORD = "correct horse battery"
+NEW_PASSWORD = "battery staple horse"
 
 
 def field_violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
@@ -88,23 +94,272 @@ async def test_login_does_not_reveal_whether_the_email_exists(mesh: Mesh) -> Non
     assert wrong.details() == unknown.details()
 
 
-async def test_login_throttling_locks_after_five_failures(mesh: Mesh) -> None:
-    auth = mesh.anon.auth
-    await auth.SignUp(auth_pb2.SignUpRequest(username="dave", email="dave@example.com", password=PASSWORD))
+@pytest.fixture
+def settings(mysql_url: str, request: pytest.FixtureRequest) -> Settings:
+    """The usual test settings; a test may override some (indirect parametrization)."""
+    return make_settings(mysql_url, **getattr(request, "param", {}))
+
+
+# Delays long enough that no attempt waits them out while a test runs.
+LONG_DELAYS = pytest.mark.parametrize(
+    "settings", [{"auth__login_delay_seconds": 300.0}], indirect=True, ids=["long-delays"]
+)
+Answer = tuple[str, str]
+THROTTLED_900 = "too many failed logins; try again in 900 s"
+
+
+async def attempt(mesh: Mesh, email: str, password: str, address: str = "") -> Answer:
+    """A login's answer as (status name, message); ``address`` is the client the
+    test's connection (from loopback, a trusted proxy by default) forwards for."""
+    metadata = (("x-forwarded-for", address),) if address else ()
+    try:
+        await mesh.anon.auth.Login(auth_pb2.LoginRequest(email=email, password=password), metadata=metadata)
+    except grpc.aio.AioRpcError as err:
+        return err.code().name, err.details() or ""
+    return "OK", ""
+
+
+async def sign_up(mesh: Mesh, name: str) -> auth_pb2.SignUpResponse:
+    response: auth_pb2.SignUpResponse = await mesh.anon.auth.SignUp(
+        auth_pb2.SignUpRequest(username=name, email=f"{name}@example.com", password=PASSWORD)
+    )
+    return response
+
+
+@LONG_DELAYS
+async def test_parallel_guesses_are_each_counted_and_only_the_free_ones_checked(mesh: Mesh) -> None:
+    email, attacker, owner = "grace@example.com", "198.51.100.7", "203.0.113.9"
+    await sign_up(mesh, "grace")
+    guesses = await asyncio.gather(*(attempt(mesh, email, f"wrong password {i}", attacker) for i in range(50)))
+    # Each guess is charged before its check: all 50 count, and only the 5 free ones
+    # were checked (a checked wrong password answers UNAUTHENTICATED).
+    assert Counter(code for code, _ in guesses) == {"UNAUTHENTICATED": 5, "RESOURCE_EXHAUSTED": 45}
+    assert await mesh.app.login_attempts.failures(account_key(email), attacker) == 50
+    # Throttled, the right password among parallel guesses is refused unchecked like the rest.
+    batch = [PASSWORD if i == 7 else f"wrong password {i}" for i in range(10)]
+    answers = await asyncio.gather(*(attempt(mesh, email, password, attacker) for password in batch))
+    assert {code for code, _ in answers} == {"RESOURCE_EXHAUSTED"}
+    assert await mesh.app.login_attempts.failures(account_key(email), attacker) == 60
+    # The owner, at another address, is not affected: neither forwarded for nor as the peer itself.
+    assert await attempt(mesh, email, PASSWORD, owner) == ("OK", "")
+    assert await attempt(mesh, email, PASSWORD) == ("OK", "")
+    assert await attempt(mesh, email, PASSWORD, attacker) == answers[7] == ("RESOURCE_EXHAUSTED", THROTTLED_900)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"auth__login_delay_seconds": 300.0, "auth__trusted_proxies": "192.0.2.1"}],
+    indirect=True,
+    ids=["loopback-untrusted"],
+)
+async def test_an_untrusted_peer_cannot_pose_as_other_clients(mesh: Mesh) -> None:
+    await sign_up(mesh, "heidi")
+    answers = [await attempt(mesh, "heidi@example.com", "wrong password", f"203.0.113.{i}") for i in range(7)]
+    assert [code for code, _ in answers] == ["UNAUTHENTICATED"] * 5 + ["RESOURCE_EXHAUSTED"] * 2
+    assert await mesh.app.login_attempts.failures(account_key("heidi@example.com"), "127.0.0.1") == 7
+
+
+@LONG_DELAYS
+async def test_unknown_existing_and_disabled_emails_are_answered_alike(mesh: Mesh) -> None:
+    admin = await mesh.user("ADMIN")
+    await sign_up(mesh, "ivan")
+    judy = await sign_up(mesh, "judy")
+    await admin.auth.SetUserDisabled(
+        auth_pb2.SetUserDisabledRequest(user_id=judy.user_id, disabled=True), metadata=admin.md
+    )
+    emails = ["ivan@example.com", "nobody@example.com", "judy@example.com"]
+    rounds = [[await attempt(mesh, email, "wrong password", "198.51.100.20") for email in emails] for _ in range(8)]
+    for answers in rounds:
+        assert len(set(answers)) == 1, answers
+    assert [answers[0][0] for answers in rounds] == ["UNAUTHENTICATED"] * 5 + ["RESOURCE_EXHAUSTED"] * 3
+    assert rounds[0][0] == ("UNAUTHENTICATED", "invalid email or password")
+    assert rounds[5][0] == ("RESOURCE_EXHAUSTED", "too many failed logins; try again in 600 s")
+    assert rounds[6][0] == ("RESOURCE_EXHAUSTED", THROTTLED_900)
+    burst = await asyncio.gather(
+        *(attempt(mesh, email, "wrong password", "198.51.100.21") for email in emails for _ in range(10))
+    )
+    per_email = [Counter(burst[i * 10 : (i + 1) * 10]) for i in range(len(emails))]
+    assert per_email[0] == per_email[1] == per_email[2], per_email
+
+
+async def test_throttling_delays_and_never_locks(mesh: Mesh) -> None:
+    email = "kate@example.com"
+    await sign_up(mesh, "kate")
     for _ in range(5):
+        assert (await attempt(mesh, email, "wrong password"))[0] == "UNAUTHENTICATED"
+    # The 6th is refused, counted, and told the 7th's delay.
+    assert await attempt(mesh, email, PASSWORD) == ("RESOURCE_EXHAUSTED", "too many failed logins; try again in 2 s")
+    await asyncio.sleep(2)  # the delay itself is the behaviour under test
+    assert await attempt(mesh, email, PASSWORD) == ("OK", "")
+    # The right password cleared the count: free attempts again.
+    assert (await attempt(mesh, email, "wrong password"))[0] == "UNAUTHENTICATED"
+
+
+async def test_a_demoted_admin_loses_her_powers_on_her_next_request(mesh: Mesh) -> None:
+    root = await mesh.user("ADMIN")
+    up = await sign_up(mesh, "mallory")
+    await root.auth.SetUserRole(
+        auth_pb2.SetUserRoleRequest(user_id=up.user_id, role=auth_pb2.ROLE_ADMIN), metadata=root.md
+    )
+    login = await mesh.anon.auth.Login(auth_pb2.LoginRequest(email="mallory@example.com", password=PASSWORD))
+    her = mesh.anon.as_user(login.access_token, login.user_id)
+    # Another scheduler instance on the same database, which learns of changes only by reading.
+    other_app = SchedulerApp(mesh.app.settings)
+    other_port = await other_app.start(loops=False)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{other_port}") as channel:
+            her_elsewhere = Client(channel, login.access_token, login.user_id)
+            await her.auth.ListUsers(auth_pb2.ListUsersRequest(), metadata=her.md)
+            await her_elsewhere.auth.ListUsers(auth_pb2.ListUsersRequest(), metadata=her.md)
+            await root.auth.SetUserRole(
+                auth_pb2.SetUserRoleRequest(user_id=her.user_id, role=auth_pb2.ROLE_VIEWER), metadata=root.md
+            )
+            # The very next request, with the same (admin) token.
+            await expect_code(
+                her.auth.ListUsers(auth_pb2.ListUsersRequest(), metadata=her.md), grpc.StatusCode.PERMISSION_DENIED
+            )
+            await expect_code(
+                her.auth.SetUserRole(
+                    auth_pb2.SetUserRoleRequest(user_id=root.user_id, role=auth_pb2.ROLE_VIEWER), metadata=her.md
+                ),
+                grpc.StatusCode.PERMISSION_DENIED,
+            )
+            me = await her.auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest(), metadata=her.md)
+            assert me.role == auth_pb2.ROLE_VIEWER
+            await expect_code(
+                her.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=login.refresh_token)),
+                grpc.StatusCode.UNAUTHENTICATED,
+            )
+
+            async def denied_elsewhere() -> bool:
+                try:
+                    await her_elsewhere.auth.ListUsers(auth_pb2.ListUsersRequest(), metadata=her.md)
+                except grpc.aio.AioRpcError as err:
+                    return bool(err.code() == grpc.StatusCode.PERMISSION_DENIED)
+                return False
+
+            # The other instance remembers states for at most a second.
+            await wait_for(denied_elsewhere, timeout=5.0)
+    finally:
+        await other_app.stop()
+
+
+async def test_a_password_change_ends_every_session(mesh: Mesh) -> None:
+    first = await sign_up(mesh, "nina")
+    second = await mesh.anon.auth.Login(auth_pb2.LoginRequest(email="nina@example.com", password=PASSWORD))
+    md = (("authorization", f"Bearer {second.access_token}"),)
+    err = await expect_code(
+        mesh.anon.auth.ChangePassword(
+            auth_pb2.ChangePasswordRequest(current_password="not my password", new_password=NEW_PASSWORD), metadata=md
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert set(field_violations(err)) == {"current_password"}
+    err = await expect_code(
+        mesh.anon.auth.ChangePassword(
+            auth_pb2.ChangePasswordRequest(current_password=PASSWORD, new_password="short"), metadata=md
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert set(field_violations(err)) == {"new_password"}
+    changed = await mesh.anon.auth.ChangePassword(
+        auth_pb2.ChangePasswordRequest(current_password=PASSWORD, new_password=NEW_PASSWORD), metadata=md
+    )
+    assert changed.access_token and changed.user_id == first.user_id
+    for old in (first, second):
         await expect_code(
-            auth.Login(auth_pb2.LoginRequest(email="dave@example.com", password="bad password")),
+            mesh.anon.auth.GetCurrentUser(
+                auth_pb2.GetCurrentUserRequest(), metadata=(("authorization", f"Bearer {old.access_token}"),)
+            ),
             grpc.StatusCode.UNAUTHENTICATED,
         )
-    # Locked now: even the right password is refused until the lock expires.
-    await expect_code(
-        auth.Login(auth_pb2.LoginRequest(email="dave@example.com", password=PASSWORD)),
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        await expect_code(
+            mesh.anon.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=old.refresh_token)),
+            grpc.StatusCode.UNAUTHENTICATED,
+        )
+    await mesh.anon.auth.GetCurrentUser(
+        auth_pb2.GetCurrentUserRequest(), metadata=(("authorization", f"Bearer {changed.access_token}"),)
     )
-    user = await mesh.app.accounts._users.by_email("dave@example.com")
-    assert user is not None and user.locked_until is not None
-    await mesh.app.accounts._users.record_failure(user.id, 5, None)  # as if the 30 s lock had passed
-    await auth.Login(auth_pb2.LoginRequest(email="dave@example.com", password=PASSWORD))
+    await mesh.anon.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=changed.refresh_token))
+    assert (await attempt(mesh, "nina@example.com", PASSWORD))[0] == "UNAUTHENTICATED"
+    assert await attempt(mesh, "nina@example.com", NEW_PASSWORD) == ("OK", "")
+
+
+async def test_a_disabled_account_is_shut_out_at_once(mesh: Mesh) -> None:
+    root = await mesh.user("ADMIN")
+    bystander = await mesh.user()
+    olga = await sign_up(mesh, "olga")
+    olga_md = (("authorization", f"Bearer {olga.access_token}"),)
+    await mesh.anon.auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest(), metadata=olga_md)
+    await expect_code(
+        bystander.auth.SetUserDisabled(
+            auth_pb2.SetUserDisabledRequest(user_id=olga.user_id, disabled=True), metadata=bystander.md
+        ),
+        grpc.StatusCode.PERMISSION_DENIED,
+    )
+    await expect_code(
+        root.auth.SetUserDisabled(
+            auth_pb2.SetUserDisabledRequest(user_id=root.user_id, disabled=True), metadata=root.md
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+    )
+    disabled = await root.auth.SetUserDisabled(
+        auth_pb2.SetUserDisabledRequest(user_id=olga.user_id, disabled=True), metadata=root.md
+    )
+    assert disabled.disabled
+    await expect_code(
+        mesh.anon.auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest(), metadata=olga_md),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
+    await expect_code(
+        mesh.anon.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=olga.refresh_token)),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
+    assert await attempt(mesh, "olga@example.com", PASSWORD) == ("UNAUTHENTICATED", "invalid email or password")
+    listed = await root.auth.ListUsers(auth_pb2.ListUsersRequest(), metadata=root.md)
+    assert {u.id: u.disabled for u in listed.users}[olga.user_id]
+    await root.auth.SetUserDisabled(
+        auth_pb2.SetUserDisabledRequest(user_id=olga.user_id, disabled=False), metadata=root.md
+    )
+    assert await attempt(mesh, "olga@example.com", PASSWORD) == ("OK", "")
+    # Enabling does not bring the ended sessions back.
+    await expect_code(
+        mesh.anon.auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest(), metadata=olga_md),
+        grpc.StatusCode.UNAUTHENTICATED,
+    )
+
+
+async def test_password_checks_leave_the_event_loop_free(mesh: Mesh) -> None:
+    """The scheduler runs in this test's event loop: a ticker in it keeps ticking
+    while logins are checked. Were the checks on the loop, it would stall for about
+    the sum of their durations."""
+    logins = 16
+    hasher = PasswordHasher()
+    stored = hasher.hash("calibration")
+    started = time.perf_counter()
+    hasher.verify(stored, "wrong")  # one check, on this thread
+    one_check = time.perf_counter() - started
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    # A first round opens the database connections and warms the statement caches.
+    await asyncio.gather(*(attempt(mesh, f"warm-{i}@example.com", "wrong password") for i in range(logins)))
+    ticking = asyncio.create_task(ticker())
+    answers = await asyncio.gather(*(attempt(mesh, f"nobody-{i}@example.com", "wrong password") for i in range(logins)))
+    done.set()
+    await ticking
+    assert {code for code, _ in answers} == {"UNAUTHENTICATED"}
+    # A stall is a gap in which a check could have run on the loop: half a check or more.
+    stalled = sum(gap for gap in gaps if gap >= one_check / 2)
+    assert stalled < logins * one_check / 4, (stalled, one_check, max(gaps))
 
 
 async def test_refresh_rotates_and_reuse_revokes_the_chain(mesh: Mesh) -> None:

@@ -11,7 +11,9 @@ from db import migrate
 from db.engine import Database
 from tests.conftest import mysql, new_database
 
-EXPECTED = {"users", "refresh_tokens", "job_definition", "job_schedule_state", "job_run", "run_output"}
+EXPECTED = {
+    "users", "refresh_tokens", "job_definition", "job_schedule_state", "job_run", "run_output", "login_throttle"
+}  # fmt: skip
 
 
 async def tables(url: str) -> set[str]:

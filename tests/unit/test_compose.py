@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from pathlib import Path
@@ -108,3 +109,13 @@ def test_jobmesh_connects_to_mysql_as_its_own_user() -> None:
     for name in ("migrate", "scheduler", "worker", "monitor"):
         url = urlparse(interpolated(services[name]["environment"]["JOBMESH_DATABASE_URL"]))
         assert (url.username, url.password) == (mysql["MYSQL_USER"], interpolated(mysql["MYSQL_PASSWORD"])), name
+
+
+def test_the_scheduler_takes_forwarded_client_addresses_from_the_gateway_only() -> None:
+    compose = load()
+    services = compose["services"]
+    gateway = services["gateway"]["networks"]["default"]["ipv4_address"]
+    subnet = compose["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(gateway) in ipaddress.ip_network(subnet)
+    # Not the subnet: published ports reach containers from its bridge address.
+    assert services["scheduler"]["environment"]["JOBMESH_TRUSTED_PROXIES"] == gateway

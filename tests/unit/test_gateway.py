@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -9,6 +12,7 @@ from api_gateway.app import build_app, connect
 from api_gateway.openapi import build_openapi
 from api_gateway.translate import parse
 from core.errors import InvalidArgument
+from core.http import start_http
 from gen.jobmesh.v1 import job_pb2
 
 
@@ -63,3 +67,54 @@ def test_network_accepts_proto_and_earlier_spellings() -> None:
     assert info.value.violations[0].field == "network"
     network = build_openapi()["components"]["schemas"]["Job"]["properties"]["network"]
     assert {"Host", "None", "NETWORK_HOST", "NETWORK_NONE"} <= set(network["enum"])
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({"retryPolicy": "x"}, "retryPolicy"), ({"retryPolicy": []}, "retryPolicy"), ({"nmae": "typo"}, "nmae"),
+     ({"retryPolicy": {"tries": 3}}, "retryPolicy.tries"), ({"jobType": True}, "jobType"),
+     ({"jobType": 1.0}, "jobType"), ({"retryPolicy": {"maxAttempts": 1.5}}, "retryPolicy.maxAttempts")],
+)  # fmt: skip
+def test_bodies_name_unknown_fields_and_values_of_the_wrong_shape(body: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        parse(body, job_pb2.Job())
+    assert field in [v.field for v in info.value.violations]
+
+
+def test_keys_a_route_reads_itself_and_nulls_are_not_unknown() -> None:
+    job = parse({"requestId": "k", "name": "n", "retryPolicy": None}, job_pb2.Job(), consumed=("requestId",))
+    assert job.name == "n" and not job.HasField("retry_policy")  # type: ignore[attr-defined]
+
+
+async def test_requests_aiohttp_refuses_are_answered_in_json() -> None:
+    backends = connect("127.0.0.1:1", "127.0.0.1:1")
+    runner, port = await start_http(build_app(backends), "127.0.0.1", 0)
+    try:
+        cases = [
+            (b"GET /api/jobs HTTP/1.1\r\nAuthorization: Bearer a\x00b\r\n", "Authorization"),
+            (b"GET /api/jobs HTTP/1.1\r\nX-Request-Id: \x01\r\n", "X-Request-Id"),
+            (b"GET /api/jobs HTTP/1.1\r\nX-Long: " + b"a" * 9000 + b"\r\n", "request"),  # aiohttp quotes no name
+            (b"GET /api/jobs/\xff HTTP/1.1\r\n", "url"),
+        ]
+        for head_lines, field in cases:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(head_lines + b"Host: gw\r\nConnection: close\r\n\r\n")
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.split(b" ")[1] == b"400" and b"application/json" in head, answer
+            error = json.loads(body)["error"]
+            assert error["code"] == 400 and error["status"] == "INVALID_ARGUMENT"
+            assert [v["field"] for v in error["details"][0]["fieldViolations"]] == [field]
+            assert b"a\x00b" not in body and b"aaaa" not in body, "header values are not echoed"
+    finally:
+        await runner.cleanup()
+        await backends.close()
+
+
+def test_openapi_states_the_length_limits() -> None:
+    schemas = build_openapi()["components"]["schemas"]
+    job = schemas["Job"]["properties"]
+    assert (job["name"]["maxLength"], job["cronExpr"]["maxLength"], job["timezone"]["maxLength"]) == (200, 255, 64)
+    assert "maxLength" not in job["scriptContent"], "measured in bytes, by the scheduler"
+    assert schemas["LoginRequest"]["properties"]["password"]["maxLength"] == 128

@@ -15,6 +15,7 @@ from prometheus_client import REGISTRY
 
 from core import auth, errors, logs
 from core.rpc import ServiceInterceptor, create_server, stop_server
+from gen.jobmesh.v1 import job_pb2
 from tests.conftest import wait_for
 
 SERVICE = "test.Probe"
@@ -50,7 +51,7 @@ def _add(servicer: Any, server: grpc.aio.Server) -> None:
     server.add_generic_rpc_handlers((handler,))
 
 
-def _authenticate(method: str, metadata: Any) -> str:
+async def _authenticate(method: str, metadata: Any) -> str:
     token = dict(metadata).get("authorization", "")
     if token != "Bearer good":
         raise errors.Unauthenticated("bad token")
@@ -129,3 +130,58 @@ async def test_a_stream_the_client_cancels_is_counted_as_cancelled(channel: grpc
     assert await call.read() == b"first"
     call.cancel()
     await wait_for(lambda: _handled("Stream", "CANCELLED") == before + 1, timeout=5)
+
+
+TYPED = "test.Typed"
+A_UUID = "01890a5d-ac96-774b-bcce-b302099a8057"
+
+
+async def _echo(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    return request
+
+
+async def _verbose(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+    violations = [errors.FieldViolation(f"field{i}" * 20, "é" * 1000) for i in range(300)]
+    raise errors.InvalidArgument(violations, "界" * 5000)
+
+
+def _add_typed(servicer: Any, server: grpc.aio.Server) -> None:
+    echo = grpc.unary_unary_rpc_method_handler(
+        _echo,
+        request_deserializer=job_pb2.GetJobRequest.FromString,
+        response_serializer=job_pb2.GetJobRequest.SerializeToString,
+    )
+    handler = grpc.method_handlers_generic_handler(
+        TYPED, {"Echo": echo, "Verbose": grpc.unary_unary_rpc_method_handler(_verbose)}
+    )
+    server.add_generic_rpc_handlers((handler,))
+
+
+async def test_requests_are_checked_before_a_handler_sees_them() -> None:
+    rpc = await create_server("127.0.0.1:0", [(_add_typed, None, TYPED)], [ServiceInterceptor()])
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{rpc.port}") as ch:
+            echo = ch.unary_unary(f"/{TYPED}/Echo")  # raw bytes in and out
+            good = job_pb2.GetJobRequest(id=A_UUID).SerializeToString()
+            assert await echo(good) == good
+            with pytest.raises(grpc.aio.AioRpcError) as garbage:
+                await echo(b"\x0a\x05ab")  # a length past the end
+            assert garbage.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            assert garbage.value.details() == "malformed request message"
+            with pytest.raises(grpc.aio.AioRpcError) as bad:
+                await echo(job_pb2.GetJobRequest(id="x\x00").SerializeToString())
+            assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            status = rpc_status.from_call(bad.value)
+            assert status is not None
+            found = error_details_pb2.BadRequest()
+            assert any(d.Unpack(found) for d in status.details)
+            assert [v.field for v in found.field_violations] == ["id"]
+            # An error saying more than trailers can carry is cut, not turned into RESOURCE_EXHAUSTED.
+            with pytest.raises(grpc.aio.AioRpcError) as verbose:
+                await ch.unary_unary(f"/{TYPED}/Verbose")(b"")
+            assert verbose.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+            status = rpc_status.from_call(verbose.value)
+            assert status is not None
+            assert any(d.Unpack(found) for d in status.details) and 0 < len(found.field_violations) < 300
+    finally:
+        await stop_server(rpc, 0)

@@ -25,37 +25,43 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15jobmesh/v1/auth.proto\x12\njobmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x84\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x1e\n\x04role\x18\x04 \x01(\x0e\x32\x10.jobmesh.v1.Role\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"B\n\rSignUpRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\"\xb2\x01\n\x0eSignUpResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\r\n\x05\x65mail\x18\x05 \x01(\t\x12\x1e\n\x04role\x18\x06 \x01(\x0e\x32\x10.jobmesh.v1.Role\x12\x12\n\nexpires_in\x18\x07 \x01(\x05\x12\x10\n\x08username\x18\x08 \x01(\t\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\xb1\x01\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\r\n\x05\x65mail\x18\x05 \x01(\t\x12\x1e\n\x04role\x18\x06 \x01(\x0e\x32\x10.jobmesh.v1.Role\x12\x12\n\nexpires_in\x18\x07 \x01(\x05\x12\x10\n\x08username\x18\x08 \x01(\t\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\xb3\x01\n\x0fRefreshResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\r\n\x05\x65mail\x18\x05 \x01(\t\x12\x1e\n\x04role\x18\x06 \x01(\x0e\x32\x10.jobmesh.v1.Role\x12\x12\n\nexpires_in\x18\x07 \x01(\x05\x12\x10\n\x08username\x18\x08 \x01(\t\"\x17\n\x15GetCurrentUserRequest\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"M\n\x11ListUsersResponse\x12\x1f\n\x05users\x18\x01 \x03(\x0b\x32\x10.jobmesh.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x12SetUserRoleRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.jobmesh.v1.Role*L\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_ADMIN\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x0f\n\x0bROLE_VIEWER\x10\x03\x32\xa2\x03\n\x0b\x41uthService\x12?\n\x06SignUp\x12\x19.jobmesh.v1.SignUpRequest\x1a\x1a.jobmesh.v1.SignUpResponse\x12<\n\x05Login\x12\x18.jobmesh.v1.LoginRequest\x1a\x19.jobmesh.v1.LoginResponse\x12\x42\n\x07Refresh\x12\x1a.jobmesh.v1.RefreshRequest\x1a\x1b.jobmesh.v1.RefreshResponse\x12\x45\n\x0eGetCurrentUser\x12!.jobmesh.v1.GetCurrentUserRequest\x1a\x10.jobmesh.v1.User\x12H\n\tListUsers\x12\x1c.jobmesh.v1.ListUsersRequest\x1a\x1d.jobmesh.v1.ListUsersResponse\x12?\n\x0bSetUserRole\x12\x1e.jobmesh.v1.SetUserRoleRequest\x1a\x10.jobmesh.v1.Userb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15jobmesh/v1/auth.proto\x12\njobmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x96\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x1e\n\x04role\x18\x04 \x01(\x0e\x32\x10.jobmesh.v1.Role\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x64isabled\x18\x06 \x01(\x08\"B\n\rSignUpRequest\x12\x10\n\x08username\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\"\xb2\x01\n\x0eSignUpResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\r\n\x05\x65mail\x18\x05 \x01(\t\x12\x1e\n\x04role\x18\x06 \x01(\x0e\x32\x10.jobmesh.v1.Role\x12\x12\n\nexpires_in\x18\x07 \x01(\x05\x12\x10\n\x08username\x18\x08 \x01(\t\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\xb1\x01\n\rLoginResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\r\n\x05\x65mail\x18\x05 \x01(\t\x12\x1e\n\x04role\x18\x06 \x01(\x0e\x32\x10.jobmesh.v1.Role\x12\x12\n\nexpires_in\x18\x07 \x01(\x05\x12\x10\n\x08username\x18\x08 \x01(\t\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\xb3\x01\n\x0fRefreshResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\r\n\x05\x65mail\x18\x05 \x01(\t\x12\x1e\n\x04role\x18\x06 \x01(\x0e\x32\x10.jobmesh.v1.Role\x12\x12\n\nexpires_in\x18\x07 \x01(\x05\x12\x10\n\x08username\x18\x08 \x01(\t\"\x17\n\x15GetCurrentUserRequest\"9\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"M\n\x11ListUsersResponse\x12\x1f\n\x05users\x18\x01 \x03(\x0b\x32\x10.jobmesh.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"E\n\x12SetUserRoleRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.jobmesh.v1.Role\"G\n\x15\x43hangePasswordRequest\x12\x18\n\x10\x63urrent_password\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"\xba\x01\n\x16\x43hangePasswordResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\r\n\x05token\x18\x02 \x01(\t\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\r\n\x05\x65mail\x18\x05 \x01(\t\x12\x1e\n\x04role\x18\x06 \x01(\x0e\x32\x10.jobmesh.v1.Role\x12\x12\n\nexpires_in\x18\x07 \x01(\x05\x12\x10\n\x08username\x18\x08 \x01(\t\";\n\x16SetUserDisabledRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x10\n\x08\x64isabled\x18\x02 \x01(\x08*L\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0e\n\nROLE_ADMIN\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x0f\n\x0bROLE_VIEWER\x10\x03\x32\xc4\x04\n\x0b\x41uthService\x12?\n\x06SignUp\x12\x19.jobmesh.v1.SignUpRequest\x1a\x1a.jobmesh.v1.SignUpResponse\x12<\n\x05Login\x12\x18.jobmesh.v1.LoginRequest\x1a\x19.jobmesh.v1.LoginResponse\x12\x42\n\x07Refresh\x12\x1a.jobmesh.v1.RefreshRequest\x1a\x1b.jobmesh.v1.RefreshResponse\x12\x45\n\x0eGetCurrentUser\x12!.jobmesh.v1.GetCurrentUserRequest\x1a\x10.jobmesh.v1.User\x12H\n\tListUsers\x12\x1c.jobmesh.v1.ListUsersRequest\x1a\x1d.jobmesh.v1.ListUsersResponse\x12?\n\x0bSetUserRole\x12\x1e.jobmesh.v1.SetUserRoleRequest\x1a\x10.jobmesh.v1.User\x12W\n\x0e\x43hangePassword\x12!.jobmesh.v1.ChangePasswordRequest\x1a\".jobmesh.v1.ChangePasswordResponse\x12G\n\x0fSetUserDisabled\x12\".jobmesh.v1.SetUserDisabledRequest\x1a\x10.jobmesh.v1.Userb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobmesh.v1.auth_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1140
-  _globals['_ROLE']._serialized_end=1216
+  _globals['_ROLE']._serialized_start=1481
+  _globals['_ROLE']._serialized_end=1557
   _globals['_USER']._serialized_start=71
-  _globals['_USER']._serialized_end=203
-  _globals['_SIGNUPREQUEST']._serialized_start=205
-  _globals['_SIGNUPREQUEST']._serialized_end=271
-  _globals['_SIGNUPRESPONSE']._serialized_start=274
-  _globals['_SIGNUPRESPONSE']._serialized_end=452
-  _globals['_LOGINREQUEST']._serialized_start=454
-  _globals['_LOGINREQUEST']._serialized_end=501
-  _globals['_LOGINRESPONSE']._serialized_start=504
-  _globals['_LOGINRESPONSE']._serialized_end=681
-  _globals['_REFRESHREQUEST']._serialized_start=683
-  _globals['_REFRESHREQUEST']._serialized_end=722
-  _globals['_REFRESHRESPONSE']._serialized_start=725
-  _globals['_REFRESHRESPONSE']._serialized_end=904
-  _globals['_GETCURRENTUSERREQUEST']._serialized_start=906
-  _globals['_GETCURRENTUSERREQUEST']._serialized_end=929
-  _globals['_LISTUSERSREQUEST']._serialized_start=931
-  _globals['_LISTUSERSREQUEST']._serialized_end=988
-  _globals['_LISTUSERSRESPONSE']._serialized_start=990
-  _globals['_LISTUSERSRESPONSE']._serialized_end=1067
-  _globals['_SETUSERROLEREQUEST']._serialized_start=1069
-  _globals['_SETUSERROLEREQUEST']._serialized_end=1138
-  _globals['_AUTHSERVICE']._serialized_start=1219
-  _globals['_AUTHSERVICE']._serialized_end=1637
+  _globals['_USER']._serialized_end=221
+  _globals['_SIGNUPREQUEST']._serialized_start=223
+  _globals['_SIGNUPREQUEST']._serialized_end=289
+  _globals['_SIGNUPRESPONSE']._serialized_start=292
+  _globals['_SIGNUPRESPONSE']._serialized_end=470
+  _globals['_LOGINREQUEST']._serialized_start=472
+  _globals['_LOGINREQUEST']._serialized_end=519
+  _globals['_LOGINRESPONSE']._serialized_start=522
+  _globals['_LOGINRESPONSE']._serialized_end=699
+  _globals['_REFRESHREQUEST']._serialized_start=701
+  _globals['_REFRESHREQUEST']._serialized_end=740
+  _globals['_REFRESHRESPONSE']._serialized_start=743
+  _globals['_REFRESHRESPONSE']._serialized_end=922
+  _globals['_GETCURRENTUSERREQUEST']._serialized_start=924
+  _globals['_GETCURRENTUSERREQUEST']._serialized_end=947
+  _globals['_LISTUSERSREQUEST']._serialized_start=949
+  _globals['_LISTUSERSREQUEST']._serialized_end=1006
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1008
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1085
+  _globals['_SETUSERROLEREQUEST']._serialized_start=1087
+  _globals['_SETUSERROLEREQUEST']._serialized_end=1156
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1158
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1229
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1232
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=1418
+  _globals['_SETUSERDISABLEDREQUEST']._serialized_start=1420
+  _globals['_SETUSERDISABLEDREQUEST']._serialized_end=1479
+  _globals['_AUTHSERVICE']._serialized_start=1560
+  _globals['_AUTHSERVICE']._serialized_end=2140
 # @@protoc_insertion_point(module_scope)

@@ -29,7 +29,9 @@ class AuthServiceStub:
     """AuthService creates accounts, issues tokens and manages roles.
 
     SignUp, Login and Refresh are public; every other RPC needs
-    `authorization: Bearer <access token>` metadata.
+    `authorization: Bearer <access token>` metadata. Each call is authorized with
+    the account's current role; a password change or a disabled account ends its
+    sessions at once (access tokens UNAUTHENTICATED, refresh tokens refused).
     """
 
     def __init__(self, channel):
@@ -68,13 +70,25 @@ class AuthServiceStub:
                 request_serializer=jobmesh_dot_v1_dot_auth__pb2.SetUserRoleRequest.SerializeToString,
                 response_deserializer=jobmesh_dot_v1_dot_auth__pb2.User.FromString,
                 _registered_method=True)
+        self.ChangePassword = channel.unary_unary(
+                '/jobmesh.v1.AuthService/ChangePassword',
+                request_serializer=jobmesh_dot_v1_dot_auth__pb2.ChangePasswordRequest.SerializeToString,
+                response_deserializer=jobmesh_dot_v1_dot_auth__pb2.ChangePasswordResponse.FromString,
+                _registered_method=True)
+        self.SetUserDisabled = channel.unary_unary(
+                '/jobmesh.v1.AuthService/SetUserDisabled',
+                request_serializer=jobmesh_dot_v1_dot_auth__pb2.SetUserDisabledRequest.SerializeToString,
+                response_deserializer=jobmesh_dot_v1_dot_auth__pb2.User.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
     """AuthService creates accounts, issues tokens and manages roles.
 
     SignUp, Login and Refresh are public; every other RPC needs
-    `authorization: Bearer <access token>` metadata.
+    `authorization: Bearer <access token>` metadata. Each call is authorized with
+    the account's current role; a password change or a disabled account ends its
+    sessions at once (access tokens UNAUTHENTICATED, refresh tokens refused).
     """
 
     def SignUp(self, request, context):
@@ -87,8 +101,11 @@ class AuthServiceServicer:
 
     def Login(self, request, context):
         """Exchanges email and password for tokens. UNAUTHENTICATED on a wrong
-        email or password (the answer never says which); RESOURCE_EXHAUSTED while
-        the account is locked after repeated failures.
+        email or password or a disabled account (the answer never says which, nor
+        whether the email exists). Attempts are throttled per email and client
+        address: after a few failures, RESOURCE_EXHAUSTED until a growing delay
+        has passed. RESOURCE_EXHAUSTED too while the server is busy checking
+        passwords.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -96,7 +113,8 @@ class AuthServiceServicer:
 
     def Refresh(self, request, context):
         """Exchanges a refresh token for a new pair. Each refresh token works once;
-        presenting a used one revokes every token of its chain.
+        presenting a used one revokes every token of its chain. UNAUTHENTICATED
+        for a disabled account.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -117,7 +135,26 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetUserRole(self, request, context):
-        """Changes an account's role. Admin only.
+        """Changes an account's role, effective from its next call; its refresh
+        tokens are revoked. Admin only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ChangePassword(self, request, context):
+        """Changes the caller's own password. INVALID_ARGUMENT when
+        current_password is wrong (throttled as Login is). Ends every session of
+        the account, the caller's included, and returns a new one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetUserDisabled(self, request, context):
+        """Disables or enables an account. A disabled account cannot log in or
+        refresh and its tokens stop working at once. Admin only;
+        FAILED_PRECONDITION when admins would disable their own account.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +193,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=jobmesh_dot_v1_dot_auth__pb2.SetUserRoleRequest.FromString,
                     response_serializer=jobmesh_dot_v1_dot_auth__pb2.User.SerializeToString,
             ),
+            'ChangePassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChangePassword,
+                    request_deserializer=jobmesh_dot_v1_dot_auth__pb2.ChangePasswordRequest.FromString,
+                    response_serializer=jobmesh_dot_v1_dot_auth__pb2.ChangePasswordResponse.SerializeToString,
+            ),
+            'SetUserDisabled': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetUserDisabled,
+                    request_deserializer=jobmesh_dot_v1_dot_auth__pb2.SetUserDisabledRequest.FromString,
+                    response_serializer=jobmesh_dot_v1_dot_auth__pb2.User.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'jobmesh.v1.AuthService', rpc_method_handlers)
@@ -168,7 +215,9 @@ class AuthService:
     """AuthService creates accounts, issues tokens and manages roles.
 
     SignUp, Login and Refresh are public; every other RPC needs
-    `authorization: Bearer <access token>` metadata.
+    `authorization: Bearer <access token>` metadata. Each call is authorized with
+    the account's current role; a password change or a disabled account ends its
+    sessions at once (access tokens UNAUTHENTICATED, refresh tokens refused).
     """
 
     @staticmethod
@@ -322,6 +371,60 @@ class AuthService:
             target,
             '/jobmesh.v1.AuthService/SetUserRole',
             jobmesh_dot_v1_dot_auth__pb2.SetUserRoleRequest.SerializeToString,
+            jobmesh_dot_v1_dot_auth__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChangePassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobmesh.v1.AuthService/ChangePassword',
+            jobmesh_dot_v1_dot_auth__pb2.ChangePasswordRequest.SerializeToString,
+            jobmesh_dot_v1_dot_auth__pb2.ChangePasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetUserDisabled(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobmesh.v1.AuthService/SetUserDisabled',
+            jobmesh_dot_v1_dot_auth__pb2.SetUserDisabledRequest.SerializeToString,
             jobmesh_dot_v1_dot_auth__pb2.User.FromString,
             options,
             channel_credentials,

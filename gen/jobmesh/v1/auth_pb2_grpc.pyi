@@ -30,7 +30,9 @@ class AuthServiceStub:
     """AuthService creates accounts, issues tokens and manages roles.
 
     SignUp, Login and Refresh are public; every other RPC needs
-    `authorization: Bearer <access token>` metadata.
+    `authorization: Bearer <access token>` metadata. Each call is authorized with
+    the account's current role; a password change or a disabled account ends its
+    sessions at once (access tokens UNAUTHENTICATED, refresh tokens refused).
     """
 
     @_typing.overload
@@ -43,26 +45,44 @@ class AuthServiceStub:
     """
     Login: _grpc.UnaryUnaryMultiCallable[_auth_pb2.LoginRequest, _auth_pb2.LoginResponse]
     """Exchanges email and password for tokens. UNAUTHENTICATED on a wrong
-    email or password (the answer never says which); RESOURCE_EXHAUSTED while
-    the account is locked after repeated failures.
+    email or password or a disabled account (the answer never says which, nor
+    whether the email exists). Attempts are throttled per email and client
+    address: after a few failures, RESOURCE_EXHAUSTED until a growing delay
+    has passed. RESOURCE_EXHAUSTED too while the server is busy checking
+    passwords.
     """
     Refresh: _grpc.UnaryUnaryMultiCallable[_auth_pb2.RefreshRequest, _auth_pb2.RefreshResponse]
     """Exchanges a refresh token for a new pair. Each refresh token works once;
-    presenting a used one revokes every token of its chain.
+    presenting a used one revokes every token of its chain. UNAUTHENTICATED
+    for a disabled account.
     """
     GetCurrentUser: _grpc.UnaryUnaryMultiCallable[_auth_pb2.GetCurrentUserRequest, _auth_pb2.User]
     """Returns the caller's own account."""
     ListUsers: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ListUsersRequest, _auth_pb2.ListUsersResponse]
     """Lists all accounts. Admin only."""
     SetUserRole: _grpc.UnaryUnaryMultiCallable[_auth_pb2.SetUserRoleRequest, _auth_pb2.User]
-    """Changes an account's role. Admin only."""
+    """Changes an account's role, effective from its next call; its refresh
+    tokens are revoked. Admin only.
+    """
+    ChangePassword: _grpc.UnaryUnaryMultiCallable[_auth_pb2.ChangePasswordRequest, _auth_pb2.ChangePasswordResponse]
+    """Changes the caller's own password. INVALID_ARGUMENT when
+    current_password is wrong (throttled as Login is). Ends every session of
+    the account, the caller's included, and returns a new one.
+    """
+    SetUserDisabled: _grpc.UnaryUnaryMultiCallable[_auth_pb2.SetUserDisabledRequest, _auth_pb2.User]
+    """Disables or enables an account. A disabled account cannot log in or
+    refresh and its tokens stop working at once. Admin only;
+    FAILED_PRECONDITION when admins would disable their own account.
+    """
 
 @_typing.type_check_only
 class AuthServiceAsyncStub(AuthServiceStub):
     """AuthService creates accounts, issues tokens and manages roles.
 
     SignUp, Login and Refresh are public; every other RPC needs
-    `authorization: Bearer <access token>` metadata.
+    `authorization: Bearer <access token>` metadata. Each call is authorized with
+    the account's current role; a password change or a disabled account ends its
+    sessions at once (access tokens UNAUTHENTICATED, refresh tokens refused).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -72,25 +92,43 @@ class AuthServiceAsyncStub(AuthServiceStub):
     """
     Login: _aio.UnaryUnaryMultiCallable[_auth_pb2.LoginRequest, _auth_pb2.LoginResponse]  # type: ignore[assignment]
     """Exchanges email and password for tokens. UNAUTHENTICATED on a wrong
-    email or password (the answer never says which); RESOURCE_EXHAUSTED while
-    the account is locked after repeated failures.
+    email or password or a disabled account (the answer never says which, nor
+    whether the email exists). Attempts are throttled per email and client
+    address: after a few failures, RESOURCE_EXHAUSTED until a growing delay
+    has passed. RESOURCE_EXHAUSTED too while the server is busy checking
+    passwords.
     """
     Refresh: _aio.UnaryUnaryMultiCallable[_auth_pb2.RefreshRequest, _auth_pb2.RefreshResponse]  # type: ignore[assignment]
     """Exchanges a refresh token for a new pair. Each refresh token works once;
-    presenting a used one revokes every token of its chain.
+    presenting a used one revokes every token of its chain. UNAUTHENTICATED
+    for a disabled account.
     """
     GetCurrentUser: _aio.UnaryUnaryMultiCallable[_auth_pb2.GetCurrentUserRequest, _auth_pb2.User]  # type: ignore[assignment]
     """Returns the caller's own account."""
     ListUsers: _aio.UnaryUnaryMultiCallable[_auth_pb2.ListUsersRequest, _auth_pb2.ListUsersResponse]  # type: ignore[assignment]
     """Lists all accounts. Admin only."""
     SetUserRole: _aio.UnaryUnaryMultiCallable[_auth_pb2.SetUserRoleRequest, _auth_pb2.User]  # type: ignore[assignment]
-    """Changes an account's role. Admin only."""
+    """Changes an account's role, effective from its next call; its refresh
+    tokens are revoked. Admin only.
+    """
+    ChangePassword: _aio.UnaryUnaryMultiCallable[_auth_pb2.ChangePasswordRequest, _auth_pb2.ChangePasswordResponse]  # type: ignore[assignment]
+    """Changes the caller's own password. INVALID_ARGUMENT when
+    current_password is wrong (throttled as Login is). Ends every session of
+    the account, the caller's included, and returns a new one.
+    """
+    SetUserDisabled: _aio.UnaryUnaryMultiCallable[_auth_pb2.SetUserDisabledRequest, _auth_pb2.User]  # type: ignore[assignment]
+    """Disables or enables an account. A disabled account cannot log in or
+    refresh and its tokens stop working at once. Admin only;
+    FAILED_PRECONDITION when admins would disable their own account.
+    """
 
 class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuthService creates accounts, issues tokens and manages roles.
 
     SignUp, Login and Refresh are public; every other RPC needs
-    `authorization: Bearer <access token>` metadata.
+    `authorization: Bearer <access token>` metadata. Each call is authorized with
+    the account's current role; a password change or a disabled account ends its
+    sessions at once (access tokens UNAUTHENTICATED, refresh tokens refused).
     """
 
     @_abc_1.abstractmethod
@@ -110,8 +148,11 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.LoginResponse, _abc.Awaitable[_auth_pb2.LoginResponse]]:
         """Exchanges email and password for tokens. UNAUTHENTICATED on a wrong
-        email or password (the answer never says which); RESOURCE_EXHAUSTED while
-        the account is locked after repeated failures.
+        email or password or a disabled account (the answer never says which, nor
+        whether the email exists). Attempts are throttled per email and client
+        address: after a few failures, RESOURCE_EXHAUSTED until a growing delay
+        has passed. RESOURCE_EXHAUSTED too while the server is busy checking
+        passwords.
         """
 
     @_abc_1.abstractmethod
@@ -121,7 +162,8 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.RefreshResponse, _abc.Awaitable[_auth_pb2.RefreshResponse]]:
         """Exchanges a refresh token for a new pair. Each refresh token works once;
-        presenting a used one revokes every token of its chain.
+        presenting a used one revokes every token of its chain. UNAUTHENTICATED
+        for a disabled account.
         """
 
     @_abc_1.abstractmethod
@@ -146,6 +188,30 @@ class AuthServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _auth_pb2.SetUserRoleRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_auth_pb2.User, _abc.Awaitable[_auth_pb2.User]]:
-        """Changes an account's role. Admin only."""
+        """Changes an account's role, effective from its next call; its refresh
+        tokens are revoked. Admin only.
+        """
+
+    @_abc_1.abstractmethod
+    def ChangePassword(
+        self,
+        request: _auth_pb2.ChangePasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.ChangePasswordResponse, _abc.Awaitable[_auth_pb2.ChangePasswordResponse]]:
+        """Changes the caller's own password. INVALID_ARGUMENT when
+        current_password is wrong (throttled as Login is). Ends every session of
+        the account, the caller's included, and returns a new one.
+        """
+
+    @_abc_1.abstractmethod
+    def SetUserDisabled(
+        self,
+        request: _auth_pb2.SetUserDisabledRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_auth_pb2.User, _abc.Awaitable[_auth_pb2.User]]:
+        """Disables or enables an account. A disabled account cannot log in or
+        refresh and its tokens stop working at once. Admin only;
+        FAILED_PRECONDITION when admins would disable their own account.
+        """
 
 def add_AuthServiceServicer_to_server(servicer: AuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

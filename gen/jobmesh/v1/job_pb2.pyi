@@ -203,7 +203,9 @@ class RetryPolicy(_message.Message):
     MAX_DELAY_SECONDS_FIELD_NUMBER: _builtins.int
     MULTIPLIER_FIELD_NUMBER: _builtins.int
     max_attempts: _builtins.int
-    """Total attempts including the first, 1-100; 0 means the default, 1."""
+    """Total attempts including the first, 1-100; 0 (what an unset field, or one
+    absent from a JSON body, reads as) means the default, 1: no retry.
+    """
     strategy: Global___RetryStrategy.ValueType
     """How the delay grows."""
     initial_delay_seconds: _builtins.int
@@ -260,23 +262,30 @@ class Job(_message.Message):
     NEXT_FIRE_TIME_FIELD_NUMBER: _builtins.int
     NETWORK_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """Server-assigned UUID; output only."""
+    """Server-assigned UUID; output only (when sent, a UUID). UpdateJob: names
+    the job.
+    """
     owner_id: _builtins.str
-    """The owning account's id; output only."""
+    """The owning account's id; output only (when sent, a UUID)."""
     name: _builtins.str
-    """Free text, at most 200 characters."""
+    """One line of text, at most 200 characters."""
     job_type: Global___JobType.ValueType
     """One-time or recurring; required."""
     cron_expr: _builtins.str
     """For recurring jobs: 5 fields (minute hour day month weekday), 6 fields
-    with seconds first, or @hourly/@daily/@weekly/@monthly/@yearly.
+    with seconds first, or @hourly/@daily/@weekly/@monthly/@yearly; fields
+    separated by spaces or tabs; at most 255 characters.
     """
     timezone: _builtins.str
-    """IANA time zone the cron expression is read in; default "UTC"."""
+    """IANA time zone the cron expression is read in, at most 64 characters;
+    default "UTC".
+    """
     script_content: _builtins.str
     """Python source run as __main__; UTF-8, at most 256 KiB, must compile."""
     timeout_seconds: _builtins.int
-    """Wall-clock limit of one attempt, seconds, 1-86400; 0 means 3600."""
+    """Wall-clock limit of one attempt, seconds, 1-86400; 0 (what an unset
+    field, or one absent from a JSON body, reads as) means the default, 3600.
+    """
     misfire_policy: Global___MisfirePolicy.ValueType
     """Missed slots after downtime."""
     overlap_policy: Global___OverlapPolicy.ValueType
@@ -356,7 +365,9 @@ class CreateJobRequest(_message.Message):
     JOB_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Optional idempotency key, at most 64 characters, unique per account."""
+    """Optional idempotency key, one line of at most 64 characters, unique per
+    account.
+    """
     @_builtins.property
     def job(self) -> Global___Job:
         """The job; output-only fields are ignored."""
@@ -383,7 +394,7 @@ class GetJobRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """The job."""
+    """The job's id (a UUID)."""
     def __init__(
         self,
         *,
@@ -412,16 +423,20 @@ class ListJobsRequest(_message.Message):
     page_size: _builtins.int
     """Maximum jobs per page: default 20, at most 500."""
     page_token: _builtins.str
-    """next_page_token of a previous page; empty for the first page."""
+    """next_page_token of a previous page (at most 128 characters) issued for
+    the same filter; empty for the first page.
+    """
     state: Global___JobState.ValueType
     """Only jobs in this state; JOB_STATE_UNSPECIFIED for all but deleted."""
     job_type: Global___JobType.ValueType
     """Only jobs of this type; JOB_TYPE_UNSPECIFIED for both."""
     skip: _builtins.int
-    """Jobs to skip before the page starts (offset paging for simple clients)."""
+    """Jobs to skip before the page starts (offset paging for simple clients);
+    not negative.
+    """
     owner_id: _builtins.str
-    """Admins and viewers: only this owner's jobs; empty for every owner.
-    Users always see only their own jobs.
+    """Admins and viewers: only this owner's jobs (a UUID); empty for every
+    owner. Users always see only their own jobs.
     """
     def __init__(
         self,
@@ -487,8 +502,9 @@ class UpdateJobRequest(_message.Message):
 
     @_builtins.property
     def update_mask(self) -> _field_mask_pb2.FieldMask:
-        """Fields of job to change (e.g. "cron_expr,timezone"); empty means every
-        mutable field that is set to a non-default value.
+        """Fields of job to change (e.g. "cron_expr,timezone"), at most 32 paths of
+        at most 64 characters; empty means every mutable field that is set to a
+        non-default value. A masked field holding 0 or "" takes its default.
         """
 
     def __init__(
@@ -513,7 +529,7 @@ class DeleteJobRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """The job."""
+    """The job's id (a UUID)."""
     def __init__(
         self,
         *,
@@ -535,7 +551,7 @@ class PauseJobRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """The job."""
+    """The job's id (a UUID)."""
     def __init__(
         self,
         *,
@@ -557,7 +573,7 @@ class ResumeJobRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """The job."""
+    """The job's id (a UUID)."""
     def __init__(
         self,
         *,
@@ -579,7 +595,7 @@ class RunJobNowRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
-    """The job."""
+    """The job's id (a UUID)."""
     def __init__(
         self,
         *,
@@ -606,9 +622,11 @@ class PreviewScheduleRequest(_message.Message):
     cron_expr: _builtins.str
     """A cron expression as in Job.cron_expr."""
     timezone: _builtins.str
-    """IANA time zone; default "UTC"."""
+    """IANA time zone, at most 64 characters; default "UTC"."""
     count: _builtins.int
-    """How many fire times, 1-100; 0 means 10."""
+    """How many fire times, 1-100; 0 means 10. Fewer when the calendar ends
+    (year 9999) first.
+    """
     @_builtins.property
     def after(self) -> _timestamp_pb2.Timestamp:
         """Start strictly after this instant; default now."""

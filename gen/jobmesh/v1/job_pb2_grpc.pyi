@@ -32,6 +32,16 @@ class JobServiceStub:
 
     A User sees only its own jobs (another user's job answers NOT_FOUND); a
     Viewer reads every job and changes none; an Admin does everything.
+
+    Every request is checked before anything is read or written, and a bad one
+    answers INVALID_ARGUMENT with a google.rpc.BadRequest naming each offending
+    field by its path (e.g. "job.retry_policy.strategy"): a message that does not
+    decode; a string longer than its field's limit (given below, in characters);
+    a text field holding a control character (NUL, ESC, ...), a line or
+    paragraph separator, or a bidirectional embedding, override or isolate
+    (U+202A-U+202E, U+2066-U+2069); an id that is not a UUID; an enum number
+    the enum does not define; a Timestamp outside 0001-01-01T00:00:00Z to
+    9999-12-31T23:59:59.999999999Z or with nanos outside 0-999999999.
     """
 
     @_typing.overload
@@ -73,6 +83,16 @@ class JobServiceAsyncStub(JobServiceStub):
 
     A User sees only its own jobs (another user's job answers NOT_FOUND); a
     Viewer reads every job and changes none; an Admin does everything.
+
+    Every request is checked before anything is read or written, and a bad one
+    answers INVALID_ARGUMENT with a google.rpc.BadRequest naming each offending
+    field by its path (e.g. "job.retry_policy.strategy"): a message that does not
+    decode; a string longer than its field's limit (given below, in characters);
+    a text field holding a control character (NUL, ESC, ...), a line or
+    paragraph separator, or a bidirectional embedding, override or isolate
+    (U+202A-U+202E, U+2066-U+2069); an id that is not a UUID; an enum number
+    the enum does not define; a Timestamp outside 0001-01-01T00:00:00Z to
+    9999-12-31T23:59:59.999999999Z or with nanos outside 0-999999999.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -110,6 +130,16 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
 
     A User sees only its own jobs (another user's job answers NOT_FOUND); a
     Viewer reads every job and changes none; an Admin does everything.
+
+    Every request is checked before anything is read or written, and a bad one
+    answers INVALID_ARGUMENT with a google.rpc.BadRequest naming each offending
+    field by its path (e.g. "job.retry_policy.strategy"): a message that does not
+    decode; a string longer than its field's limit (given below, in characters);
+    a text field holding a control character (NUL, ESC, ...), a line or
+    paragraph separator, or a bidirectional embedding, override or isolate
+    (U+202A-U+202E, U+2066-U+2069); an id that is not a UUID; an enum number
+    the enum does not define; a Timestamp outside 0001-01-01T00:00:00Z to
+    9999-12-31T23:59:59.999999999Z or with nanos outside 0-999999999.
     """
 
     @_abc_1.abstractmethod

@@ -224,15 +224,19 @@ class ListRunsRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     SKIP_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
-    """The job whose runs to list."""
+    """The job whose runs to list (a UUID)."""
     page_size: _builtins.int
     """Maximum runs per page: default 20, at most 500."""
     page_token: _builtins.str
-    """next_page_token of a previous page; empty for the first page."""
+    """next_page_token of a previous page (at most 128 characters) issued for
+    the same filter; empty for the first page.
+    """
     status: Global___RunStatus.ValueType
     """Only runs in this status; RUN_STATUS_UNSPECIFIED for all."""
     skip: _builtins.int
-    """Runs to skip before the page starts (offset paging for simple clients)."""
+    """Runs to skip before the page starts (offset paging for simple clients);
+    not negative.
+    """
     def __init__(
         self,
         *,
@@ -287,9 +291,9 @@ class GetRunRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
-    """The run."""
+    """The run's id (a UUID)."""
     job_id: _builtins.str
-    """Optional: when set, the run must belong to this job."""
+    """Optional: when set, a UUID, and the run must belong to this job."""
     def __init__(
         self,
         *,
@@ -313,9 +317,9 @@ class GetRunLogsRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
-    """The run."""
+    """The run's id (a UUID)."""
     job_id: _builtins.str
-    """Optional: when set, the run must belong to this job."""
+    """Optional: when set, a UUID, and the run must belong to this job."""
     def __init__(
         self,
         *,
@@ -377,9 +381,9 @@ class CancelRunRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
-    """The run."""
+    """The run's id (a UUID)."""
     job_id: _builtins.str
-    """Optional: when set, the run must belong to this job."""
+    """Optional: when set, a UUID, and the run must belong to this job."""
     def __init__(
         self,
         *,
@@ -403,9 +407,9 @@ class WatchRunRequest(_message.Message):
     RUN_ID_FIELD_NUMBER: _builtins.int
     JOB_ID_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
-    """The run."""
+    """The run's id (a UUID)."""
     job_id: _builtins.str
-    """Optional: when set, the run must belong to this job."""
+    """Optional: when set, a UUID, and the run must belong to this job."""
     def __init__(
         self,
         *,

@@ -27,6 +27,9 @@ if _version_not_supported:
 
 class RunServiceStub:
     """RunService reads run history and output and cancels runs.
+
+    Requests are checked as JobService's are (see there): a bad one answers
+    INVALID_ARGUMENT naming each offending field, before anything is read.
     """
 
     def __init__(self, channel):
@@ -64,6 +67,9 @@ class RunServiceStub:
 
 class RunServiceServicer:
     """RunService reads run history and output and cancels runs.
+
+    Requests are checked as JobService's are (see there): a bad one answers
+    INVALID_ARGUMENT naming each offending field, before anything is read.
     """
 
     def ListRuns(self, request, context):
@@ -142,6 +148,9 @@ def add_RunServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class RunService:
     """RunService reads run history and output and cancels runs.
+
+    Requests are checked as JobService's are (see there): a bad one answers
+    INVALID_ARGUMENT naming each offending field, before anything is read.
     """
 
     @staticmethod

@@ -27,7 +27,11 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class RunServiceStub:
-    """RunService reads run history and output and cancels runs."""
+    """RunService reads run history and output and cancels runs.
+
+    Requests are checked as JobService's are (see there): a bad one answers
+    INVALID_ARGUMENT naming each offending field, before anything is read.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -52,7 +56,11 @@ class RunServiceStub:
 
 @_typing.type_check_only
 class RunServiceAsyncStub(RunServiceStub):
-    """RunService reads run history and output and cancels runs."""
+    """RunService reads run history and output and cancels runs.
+
+    Requests are checked as JobService's are (see there): a bad one answers
+    INVALID_ARGUMENT naming each offending field, before anything is read.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListRuns: _aio.UnaryUnaryMultiCallable[_run_pb2.ListRunsRequest, _run_pb2.ListRunsResponse]  # type: ignore[assignment]
@@ -73,7 +81,11 @@ class RunServiceAsyncStub(RunServiceStub):
     """
 
 class RunServiceServicer(metaclass=_abc_1.ABCMeta):
-    """RunService reads run history and output and cancels runs."""
+    """RunService reads run history and output and cancels runs.
+
+    Requests are checked as JobService's are (see there): a bad one answers
+    INVALID_ARGUMENT naming each offending field, before anything is read.
+    """
 
     @_abc_1.abstractmethod
     def ListRuns(

@@ -10,6 +10,7 @@ COPY scheduler_svc scheduler_svc
 COPY worker_svc worker_svc
 COPY monitor_svc monitor_svc
 COPY api_gateway api_gateway
+COPY launcher launcher
 RUN pip install . && useradd --system --no-create-home jobmesh
 USER jobmesh
 EXPOSE 50051 50052 5136 5137

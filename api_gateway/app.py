@@ -14,6 +14,7 @@ import grpc
 from aiohttp import web
 from swagger_ui_bundle import swagger_ui_path
 
+from api_gateway.console import add_console
 from api_gateway.openapi import build_openapi
 from api_gateway.routes import ROUTES, HttpCall, Route
 from api_gateway.translate import error_body, header, rpc_error_body, to_json, violations_body
@@ -267,4 +268,5 @@ def build_app(
     app.router.add_get("/swagger", swagger)
     app.router.add_get("/swagger/", swagger)
     app.router.add_static("/swagger/static", Path(swagger_ui_path))
+    add_console(app)
     return app

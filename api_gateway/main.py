@@ -20,7 +20,11 @@ async def serve(settings: Settings) -> None:
     origins = [o.strip() for o in s.cors_origins.split(",") if o.strip()]
     app = build_app(backends, origins, parse_networks(s.gateway_trusted_proxies))
     runner, port = await start_http(app, s.host, s.gateway_port)
-    print(f"api_gateway ready http=http://{s.host}:{port} swagger=http://{s.host}:{port}/swagger", flush=True)
+    print(
+        f"api_gateway ready http=http://{s.host}:{port} console=http://{s.host}:{port}/ "
+        f"swagger=http://{s.host}:{port}/swagger",
+        flush=True,
+    )
     await wait_for_shutdown_signal()
     await runner.shutdown()
     await runner.cleanup()

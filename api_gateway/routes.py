@@ -144,6 +144,8 @@ def build_list_jobs(call: HttpCall) -> Message:
         state=_enum_query(call, "state", job_pb2.Job(), "state"),  # type: ignore[arg-type]
         job_type=_enum_query(call, "jobType", job_pb2.Job(), "jobType"),  # type: ignore[arg-type]
         owner_id=call.query.get("ownerId", ""),
+        queue=call.query.get("queue", ""),
+        name_contains=call.query.get("name", ""),
         **_paging(call),
     )
 
@@ -163,6 +165,11 @@ def build_preview(call: HttpCall) -> Message:
     if call.query.get("after"):
         parse({"after": call.query["after"]}, request, field="after")
     return request
+
+
+def build_recent_runs(call: HttpCall) -> Message:
+    ids = [i.strip() for i in call.query.get("jobIds", "").split(",") if i.strip()]
+    return run_pb2.BatchListRecentRunsRequest(job_ids=ids, count=_int(call, "count"))
 
 
 PAGING = (
@@ -207,7 +214,9 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/api/jobs", "jobs", "ListJobs", job_pb2.ListJobsResponse, build_list_jobs, "List jobs", "jobs",
           query=(*PAGING, Param("state", "string", "Only jobs in this state", job_pb2.Job(), "state"),
                  Param("jobType", "string", "Only jobs of this type", job_pb2.Job(), "jobType"),
-                 Param("ownerId", "string", "Admins and viewers: only this owner's jobs")),
+                 Param("ownerId", "string", "Admins and viewers: only this owner's jobs"),
+                 Param("queue", "string", "Only jobs of this queue"),
+                 Param("name", "string", "Only jobs whose name contains this text (case-insensitive)")),
           aliases=jobs_page_aliases),
     Route("GET", "/api/jobs/{jobId}", "jobs", "GetJob", job_pb2.Job,
           lambda c: job_pb2.GetJobRequest(id=c.path["jobId"]), "Get a job", "jobs", aliases=job_aliases),
@@ -240,6 +249,13 @@ ROUTES: tuple[Route, ...] = (
           "runs", query=(Param("follow", "boolean", "Stream output and status changes (text/event-stream)"),)),
     Route("POST", "/api/jobs/{jobId}/runs/{runId}/cancel", "runs", "CancelRun", run_pb2.Run,
           lambda c: run_pb2.CancelRunRequest(run_id=c.path["runId"], job_id=c.path["jobId"]), "Cancel a run", "runs"),
+    Route("GET", "/api/runs/recent", "runs", "BatchListRecentRuns", run_pb2.BatchListRecentRunsResponse,
+          build_recent_runs, "The newest runs of several jobs at once", "runs",
+          query=(Param("jobIds", "string", "Comma-separated job ids, at most 100"),
+                 Param("count", "integer", "Runs per job, 1-50 (default 20)"))),
+    Route("GET", "/api/runs/running", "runs", "ListRunningRuns", run_pb2.ListRunningRunsResponse,
+          lambda c: run_pb2.ListRunningRunsRequest(page_size=_int(c, "pageSize")),
+          "Runs executing now, the longest running first", "runs", query=PAGING[1:2]),
     Route("GET", "/api/health", "health", "GetHealth", health_pb2.GetHealthResponse,
           lambda c: health_pb2.GetHealthRequest(), "Health of the mesh", "health", public=True),
     Route("GET", "/api/health/metrics", "health", "GetMetrics", health_pb2.GetMetricsResponse,

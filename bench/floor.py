@@ -34,10 +34,11 @@ from sqlalchemy import text
 
 from bench.common import fresh_database
 from bench.pipeline import seed
+from core.attempts import RunResult
 from core.domain import RunStatus
 from core.ids import new_id
 from db.engine import Database
-from db.repositories.runs import RunRepository, RunResult
+from db.repositories.run_lifecycle import RunLifecycleRepository
 
 BATCH = 500
 MINIMAL_SCHEMA = (
@@ -148,7 +149,7 @@ async def through_repositories(url: str, n: int) -> dict[str, object]:
     try:
         now = datetime.now(UTC)
         await seed(db, n, now - timedelta(seconds=1), now)
-        runs = RunRepository(db)
+        runs = RunLifecycleRepository(db)
 
         async def work() -> None:
             while True:

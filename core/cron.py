@@ -117,6 +117,15 @@ class CronSchedule:
         except StopIteration as exc:
             raise CronError("the expression never fires") from exc
 
+    @functools.cached_property
+    def description(self) -> str:
+        """The expression in English words (cronsim's explanation), e.g. "At 02:30 on
+        Monday through Friday"; "" where cronsim has none."""
+        try:
+            return str(CronSim(self._text, _EPOCH).explain())
+        except Exception:  # the words are a courtesy: never fail a read over them
+            return ""
+
     def next_slot(self, after: datetime, tz: ZoneInfo) -> LocalSlot | None:
         """The first fire time strictly after ``after`` (aware), per the DST rule;
         None when there is none before the calendar ends (year 9999)."""
@@ -212,3 +221,13 @@ def _exists(local: datetime) -> bool:
 def parse(expression: str) -> CronSchedule:
     """Parse once, reuse everywhere (the cache key is the raw expression)."""
     return CronSchedule(expression)
+
+
+def describe(expression: str) -> str:
+    """``expression`` in English words; "" when it is empty or not valid."""
+    if not expression.strip():
+        return ""
+    try:
+        return parse(expression).description
+    except CronError:
+        return ""

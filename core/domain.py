@@ -1,23 +1,20 @@
-"""Domain types and their one proto <-> domain conversion.
+"""Domain types: what jobs, runs, accounts and the mesh's health are, and their pure rules.
 
 Statuses and policies are ``str`` enums whose values are stored in the database;
-the proto enum value for ``X`` is ``<PREFIX>_X`` and is mapped explicitly here.
-Only this module, servicers and gateway clients import ``gen``.
+domain objects are frozen dataclasses. None of them knows protobuf: core/convert.py
+is the one place they are read from and written to the wire.
 """
 
 from __future__ import annotations
 
 import enum
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from core.auth import Role
-from gen.jobmesh.v1 import auth_pb2, job_pb2, run_pb2
 
 
 class JobType(enum.StrEnum):
@@ -82,6 +79,13 @@ class RunTrigger(enum.StrEnum):
     CATCH_UP = "CATCH_UP"
 
 
+class LogStream(enum.StrEnum):
+    """Which of a run's output streams a piece of its output came from."""
+
+    STDOUT = "stdout"
+    STDERR = "stderr"
+
+
 class SkipReason(enum.StrEnum):
     PAUSED = "paused"
     OVERLAP = "overlap"
@@ -91,7 +95,6 @@ class SkipReason(enum.StrEnum):
     JOB_DELETED = "job_deleted"
 
 
-E = TypeVar("E", bound=enum.StrEnum)
 T = TypeVar("T")
 
 
@@ -102,63 +105,6 @@ def assembled(kind: type[T], fields: dict[str, Any]) -> T:
     obj = object.__new__(kind)
     vars(obj).update(fields)
     return obj
-
-
-_PREFIX: dict[type[enum.StrEnum], tuple[str, Any]] = {
-    JobType: ("JOB_TYPE_", job_pb2.JobType),
-    JobState: ("JOB_STATE_", job_pb2.JobState),
-    RetryStrategy: ("RETRY_STRATEGY_", job_pb2.RetryStrategy),
-    MisfirePolicy: ("MISFIRE_POLICY_", job_pb2.MisfirePolicy),
-    OverlapPolicy: ("OVERLAP_POLICY_", job_pb2.OverlapPolicy),
-    Network: ("NETWORK_", job_pb2.Network),
-    RunStatus: ("RUN_STATUS_", run_pb2.RunStatus),
-    RunTrigger: ("RUN_TRIGGER_", run_pb2.RunTrigger),
-    Role: ("ROLE_", auth_pb2.Role),
-}
-
-
-def _enum_tables() -> tuple[dict[enum.StrEnum, int], dict[type[enum.StrEnum], dict[int, Any]]]:
-    """Each domain enum's members and their proto numbers, both ways (worked out once;
-    a member without a proto value fails here, at import)."""
-    to_proto: dict[enum.StrEnum, int] = {}
-    from_proto: dict[type[enum.StrEnum], dict[int, Any]] = {}
-    for cls, (prefix, proto_enum) in _PREFIX.items():
-        from_proto[cls] = {}
-        for member in cls:
-            number: int = proto_enum.Value(prefix + member.value)
-            to_proto[member] = number
-            from_proto[cls][number] = member
-    return to_proto, from_proto
-
-
-_TO_PROTO, _FROM_PROTO = _enum_tables()
-
-
-def enum_to_proto(value: enum.StrEnum | None) -> int:
-    return 0 if value is None else _TO_PROTO[value]
-
-
-def enum_from_proto(cls: type[E], number: int) -> E | None:
-    """None for the UNSPECIFIED (0) value or an unknown number (requests holding an
-    unknown number are refused before they get here: validation.check_request)."""
-    member: E | None = _FROM_PROTO[cls].get(number)
-    return member
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def ts_to_proto(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.astimezone(UTC)
-    since = value - _EPOCH  # exact, unlike Timestamp.FromDatetime's time-tuple round trip, and cheaper
-    return Timestamp(seconds=since.days * 86400 + since.seconds, nanos=since.microseconds * 1000)
-
-
-def ts_from_proto(stamp: Timestamp) -> datetime:
-    return stamp.ToDatetime(tzinfo=UTC)
 
 
 def utcnow() -> datetime:
@@ -195,26 +141,6 @@ class RetryPolicy:
         jitter = (rng or random).uniform(-0.1, 0.1)
         return max(0.0, self.base_delay(failed_attempt) * (1.0 + jitter))
 
-    def to_proto(self) -> job_pb2.RetryPolicy:
-        return job_pb2.RetryPolicy(
-            max_attempts=self.max_attempts,
-            strategy=enum_to_proto(self.strategy),  # type: ignore[arg-type]
-            initial_delay_seconds=self.initial_delay_seconds,
-            max_delay_seconds=self.max_delay_seconds,
-            multiplier=self.multiplier,
-        )
-
-    @classmethod
-    def from_proto(cls, pb: job_pb2.RetryPolicy) -> RetryPolicy:
-        """Defaults fill zero values (see the proto comments); validation comes after."""
-        return cls(
-            max_attempts=pb.max_attempts or 1,
-            strategy=enum_from_proto(RetryStrategy, pb.strategy) or RetryStrategy.EXPONENTIAL_BACKOFF,
-            initial_delay_seconds=pb.initial_delay_seconds,
-            max_delay_seconds=pb.max_delay_seconds or DEFAULT_MAX_DELAY_SECONDS,
-            multiplier=pb.multiplier or DEFAULT_MULTIPLIER,
-        )
-
 
 @dataclass(frozen=True)
 class Job:
@@ -238,52 +164,6 @@ class Job:
     max_lateness_seconds: int = 0
     next_fire_time: datetime | None = None
     network: Network = Network.NONE
-    # Raw numbers as the client sent them, kept for validation messages.
-    raw_multiplier: float | None = None
-
-    def to_proto(self) -> job_pb2.Job:
-        return job_pb2.Job(
-            id=self.id,
-            owner_id=self.owner_id,
-            name=self.name,
-            job_type=enum_to_proto(self.job_type),  # type: ignore[arg-type]
-            cron_expr=self.cron_expr,
-            timezone=self.timezone,
-            scheduled_at=ts_to_proto(self.scheduled_at),
-            script_content=self.script_content,
-            timeout_seconds=self.timeout_seconds,
-            retry_policy=self.retry_policy.to_proto(),
-            misfire_policy=enum_to_proto(self.misfire_policy),  # type: ignore[arg-type]
-            overlap_policy=enum_to_proto(self.overlap_policy),  # type: ignore[arg-type]
-            queue=self.queue,
-            state=enum_to_proto(self.state),  # type: ignore[arg-type]
-            version=self.version,
-            create_time=ts_to_proto(self.create_time),
-            update_time=ts_to_proto(self.update_time),
-            max_lateness_seconds=self.max_lateness_seconds,
-            next_fire_time=ts_to_proto(self.next_fire_time),
-            network=enum_to_proto(self.network),  # type: ignore[arg-type]
-        )
-
-    @classmethod
-    def from_proto(cls, pb: job_pb2.Job) -> Job:
-        """Client input → Job with defaults for unset fields (output-only fields dropped)."""
-        return cls(
-            name=pb.name,
-            job_type=enum_from_proto(JobType, pb.job_type),
-            cron_expr=pb.cron_expr.strip(),
-            timezone=pb.timezone or "UTC",
-            scheduled_at=ts_from_proto(pb.scheduled_at) if pb.HasField("scheduled_at") else None,
-            script_content=pb.script_content,
-            timeout_seconds=pb.timeout_seconds or DEFAULT_TIMEOUT_SECONDS,
-            retry_policy=RetryPolicy.from_proto(pb.retry_policy),
-            misfire_policy=enum_from_proto(MisfirePolicy, pb.misfire_policy) or MisfirePolicy.RUN_ONCE,
-            overlap_policy=enum_from_proto(OverlapPolicy, pb.overlap_policy) or OverlapPolicy.ALLOW,
-            queue=pb.queue or DEFAULT_QUEUE,
-            max_lateness_seconds=pb.max_lateness_seconds,
-            network=enum_from_proto(Network, pb.network) or Network.NONE,
-            raw_multiplier=pb.retry_policy.multiplier,
-        )
 
     def with_changes(self, **changes: Any) -> Job:
         """A copy with ``changes``; as ``dataclasses.replace`` but without re-running
@@ -315,24 +195,8 @@ class Run:
     skip_reason: str = ""
     fencing_token: str = ""
     queue: str = DEFAULT_QUEUE
-
-    def to_proto(self) -> run_pb2.Run:
-        return run_pb2.Run(
-            id=self.id,
-            job_id=self.job_id,
-            attempt=self.attempt,
-            status=enum_to_proto(self.status),  # type: ignore[arg-type]
-            trigger=enum_to_proto(self.trigger),  # type: ignore[arg-type]
-            scheduled_at=ts_to_proto(self.scheduled_at),
-            queued_at=ts_to_proto(self.queued_at),
-            started_at=ts_to_proto(self.started_at),
-            finished_at=ts_to_proto(self.finished_at),
-            worker_id=self.worker_id,
-            exit_code=self.exit_code,
-            error=self.error,
-            skip_reason=self.skip_reason,
-            due_at=ts_to_proto(self.due_at),
-        )
+    # Its cancel was asked for (by a user, or by a REPLACE overlap): however it ends, no retry follows.
+    cancel_requested: bool = False
 
 
 @dataclass(frozen=True)
@@ -357,49 +221,69 @@ class User:
     token_version: int = 0
     disabled: bool = False
 
-    def to_proto(self) -> auth_pb2.User:
-        return auth_pb2.User(
-            id=self.id,
-            username=self.username,
-            email=self.email,
-            role=enum_to_proto(self.role),  # type: ignore[arg-type]
-            create_time=ts_to_proto(self.create_time),
-            disabled=self.disabled,
-        )
+
+@dataclass(frozen=True)
+class Session:
+    """What signing up, logging in or refreshing gives: a new access and refresh token."""
+
+    access_token: str
+    refresh_token: str
+    user: User
+    expires_in: int
 
 
-_RETRY_FIELDS = {f.name for f in dataclass_fields(RetryPolicy)}
+@dataclass(frozen=True)
+class PreviewSlot:
+    """One fire time of a schedule preview."""
+
+    at: datetime
+    local: datetime
+    utc_offset: str
+    dst_transition: bool
+    note: str
 
 
-def job_changes_from_proto(pb: job_pb2.Job, paths: list[str], current: Job) -> dict[str, Any]:
-    """The fields an UpdateJob changes, as domain values.
+@dataclass(frozen=True)
+class OutputChunk:
+    """A piece of a run's output, as a watcher receives it."""
 
-    ``paths`` is the update mask; empty means every field the client set to a
-    non-default value. ``retry_policy.<field>`` paths change one policy field.
-    Unknown paths come back under their own name so the caller can reject them.
-    """
-    incoming = Job.from_proto(pb)
-    if not paths:
-        paths = [f.name for f, _ in pb.ListFields() if f.name not in ("id", "version")]
-    changes: dict[str, Any] = {}
-    policy_changes: dict[str, Any] = {}
-    for path in paths:
-        head, _, sub = path.partition(".")
-        if head == "retry_policy" and sub:
-            if sub in _RETRY_FIELDS:
-                policy_changes[sub] = getattr(incoming.retry_policy, sub)
-                if sub == "multiplier":
-                    changes["raw_multiplier"] = pb.retry_policy.multiplier
-            else:
-                changes[path] = None
-        elif head == "retry_policy":
-            changes["retry_policy"] = incoming.retry_policy
-            changes["raw_multiplier"] = pb.retry_policy.multiplier
-        elif head == "scheduled_at":
-            changes["scheduled_at"] = incoming.scheduled_at
-        else:
-            changes[path] = getattr(incoming, path, None)
-    if policy_changes:
-        base = changes.get("retry_policy", current.retry_policy)
-        changes["retry_policy"] = replace(base, **policy_changes)
-    return changes
+    stream: LogStream
+    data: str
+
+
+WatchEvent = Run | OutputChunk
+
+
+class HealthStatus(enum.StrEnum):
+    SERVING = "SERVING"
+    DEGRADED = "DEGRADED"  # working, with a part missing (no worker alive, one running unsandboxed)
+    NOT_SERVING = "NOT_SERVING"
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    status: HealthStatus
+    detail: str
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    status: HealthStatus
+    components: list[Component]
+    checked_at: datetime
+
+
+@dataclass(frozen=True)
+class Figures:
+    jobs_by_state: dict[str, int] = field(default_factory=dict)
+    runs_by_status: dict[str, int] = field(default_factory=dict)
+    queue_depths: dict[str, int] = field(default_factory=dict)
+    workers_alive: int = 0
+    oldest_pending_age_seconds: float = 0.0
+    runs_last_minute: int = 0
+    runs_last_hour: int = 0
+    lateness_p50_seconds: float = 0.0
+    lateness_p99_seconds: float = 0.0
+    lateness_sample_size: int = 0
+    schedulers_alive: int = 0

@@ -1,4 +1,5 @@
-"""Every Redis key jobmesh uses, and the queue message format.
+"""Every Redis key jobmesh uses, and the queue message format (every operation on
+them is in ``core.dispatch_queue``).
 
 Redis is a cache of dispatch, never the source of truth: everything here can be
 lost (FLUSHALL, restart) and rebuilt from the database by the reconciler.

@@ -135,20 +135,35 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return wrapped
 
     def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """Every kind of method is wrapped: one left unwrapped would skip authentication."""
         needs_auth = self._authenticate is not None and method not in self._public
+        deserializer = _tolerant(handler.request_deserializer)
+        serializer = handler.response_serializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, needs_auth),
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
+                self._wrap_single_response(handler.unary_unary, method, needs_auth, _admit),
+                request_deserializer=deserializer,
+                response_serializer=serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method, needs_auth),
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
+                self._wrap_streamed_response(handler.unary_stream, method, needs_auth, _admit),
+                request_deserializer=deserializer,
+                response_serializer=serializer,
             )
-        return handler
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_single_response(handler.stream_unary, method, needs_auth, _admit_each),
+                request_deserializer=deserializer,
+                response_serializer=serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._wrap_streamed_response(handler.stream_stream, method, needs_auth, _admit_each),
+                request_deserializer=deserializer,
+                response_serializer=serializer,
+            )
+        raise TypeError(f"{method}: a method handler of no known kind")
 
     async def _enter(self, method: str, context: grpc.aio.ServicerContext, needs_auth: bool) -> None:
         """Request id and principal into context (raises Unauthenticated)."""
@@ -192,15 +207,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     # One RPC: context and principal in, errors translated, metrics out. Written
     # out in each wrapper (no context manager): this runs on every call.
-    def _wrap_unary(self, inner: Any, method: str, needs_auth: bool) -> Any:
+    def _wrap_single_response(self, inner: Any, method: str, needs_auth: bool, admit: Callable[[Any], Any]) -> Any:
         observe = metrics.rpc_observer(*_split(method))
 
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             try:
                 await self._enter(method, context, needs_auth)
-                _admit(request)
-                response = await inner(request, context)
+                response = await inner(admit(request), context)
             except BaseException as exc:
                 await self._fail(method, context, exc, observe, started)
             observe(grpc.StatusCode.OK, time.perf_counter() - started)
@@ -208,15 +222,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         return handle
 
-    def _wrap_stream(self, inner: Any, method: str, needs_auth: bool) -> Any:
+    def _wrap_streamed_response(self, inner: Any, method: str, needs_auth: bool, admit: Callable[[Any], Any]) -> Any:
         observe = metrics.rpc_observer(*_split(method))
 
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             try:
                 await self._enter(method, context, needs_auth)
-                _admit(request)
-                async for item in inner(request, context):
+                async for item in inner(admit(request), context):
                     yield item
             except BaseException as exc:
                 await self._fail(method, context, exc, observe, started)
@@ -247,12 +260,19 @@ def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], 
     return deserialize
 
 
-def _admit(request: Any) -> None:
-    """Refuse a request that did not decode, or whose fields break validation.check_request."""
+def _admit(request: Any) -> Any:
+    """``request``, unless it did not decode or its fields break validation.check_request."""
     if request is _MALFORMED:
         raise errors.InvalidArgument([], "malformed request message")
     if isinstance(request, Message):
         validation.validate_request(request)
+    return request
+
+
+async def _admit_each(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A client's stream of requests, each admitted as it arrives."""
+    async for request in requests:
+        yield _admit(request)
 
 
 def _split(method: str) -> tuple[str, str]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from core import cron
@@ -113,7 +113,9 @@ def _compile_problem(encoded: bytes) -> str:
     return problem
 
 
-def check_retry_policy(v: Violations, field: str, policy: RetryPolicy, raw_multiplier: float | None) -> None:
+def check_retry_policy(v: Violations, field: str, policy: RetryPolicy) -> None:
+    """The policy's ranges (a multiplier sent for a strategy without one is refused
+    when the request is read: core/convert.py)."""
     if not 1 <= policy.max_attempts <= MAX_ATTEMPTS:
         v.add(f"{field}.max_attempts", f"must be between 1 and {MAX_ATTEMPTS}")
     for name in ("initial_delay_seconds", "max_delay_seconds"):
@@ -122,11 +124,8 @@ def check_retry_policy(v: Violations, field: str, policy: RetryPolicy, raw_multi
             v.add(f"{field}.{name}", f"must be between 0 and {MAX_DELAY_SECONDS} seconds")
     if policy.initial_delay_seconds > policy.max_delay_seconds:
         v.add(f"{field}.initial_delay_seconds", "must not exceed max_delay_seconds")
-    if policy.strategy is RetryStrategy.EXPONENTIAL_BACKOFF:
-        if not 1.0 <= policy.multiplier <= 10.0 or policy.multiplier != policy.multiplier:
-            v.add(f"{field}.multiplier", "must be between 1 and 10")
-    elif raw_multiplier:
-        v.add(f"{field}.multiplier", "applies only to RETRY_STRATEGY_EXPONENTIAL_BACKOFF")
+    if policy.strategy is RetryStrategy.EXPONENTIAL_BACKOFF and not 1.0 <= policy.multiplier <= 10.0:
+        v.add(f"{field}.multiplier", "must be between 1 and 10")  # NaN is within no range
 
 
 def check_job(v: Violations, job: Job, now: datetime, prefix: str = "job") -> None:
@@ -152,7 +151,7 @@ def check_job(v: Violations, job: Job, now: datetime, prefix: str = "job") -> No
     check_script(v, f"{prefix}.script_content", job.script_content)
     if not 1 <= job.timeout_seconds <= MAX_TIMEOUT_SECONDS:
         v.add(f"{prefix}.timeout_seconds", f"must be between 1 and {MAX_TIMEOUT_SECONDS} seconds")
-    check_retry_policy(v, f"{prefix}.retry_policy", job.retry_policy, job.raw_multiplier)
+    check_retry_policy(v, f"{prefix}.retry_policy", job.retry_policy)
     if not QUEUE_RE.fullmatch(job.queue):
         v.add(f"{prefix}.queue", "must match [a-z0-9_-]{1,64}")
     if not 0 <= job.max_lateness_seconds <= MAX_DELAY_SECONDS:
@@ -222,10 +221,13 @@ TEXT_RULES: dict[str, TextRule] = {
     "jobmesh.v1.Job.timezone": TextRule(TextForm.LINE, MAX_TIMEZONE_CHARS),
     "jobmesh.v1.Job.script_content": TextRule(TextForm.ANY, None),
     "jobmesh.v1.Job.queue": TextRule(TextForm.LINE, MAX_QUEUE_CHARS),
+    "jobmesh.v1.Job.schedule_description": TextRule(TextForm.LINE, 1024),  # output only: ignored on input
     "jobmesh.v1.CreateJobRequest.request_id": TextRule(TextForm.LINE, MAX_REQUEST_ID_CHARS),
     "jobmesh.v1.GetJobRequest.id": _ID,
     "jobmesh.v1.ListJobsRequest.page_token": _PAGE_TOKEN,
     "jobmesh.v1.ListJobsRequest.owner_id": _ID,
+    "jobmesh.v1.ListJobsRequest.queue": TextRule(TextForm.LINE, MAX_QUEUE_CHARS),
+    "jobmesh.v1.ListJobsRequest.name_contains": TextRule(TextForm.LINE, MAX_NAME_CHARS),
     "jobmesh.v1.DeleteJobRequest.id": _ID,
     "jobmesh.v1.PauseJobRequest.id": _ID,
     "jobmesh.v1.ResumeJobRequest.id": _ID,
@@ -243,6 +245,7 @@ TEXT_RULES: dict[str, TextRule] = {
     "jobmesh.v1.CancelRunRequest.job_id": _ID,
     "jobmesh.v1.WatchRunRequest.run_id": _ID,
     "jobmesh.v1.WatchRunRequest.job_id": _ID,
+    "jobmesh.v1.BatchListRecentRunsRequest.job_ids": _ID,
     "jobmesh.v1.SignUpRequest.username": TextRule(TextForm.LINE, MAX_USERNAME_CHARS),
     "jobmesh.v1.SignUpRequest.email": TextRule(TextForm.LINE, MAX_EMAIL_CHARS),
     "jobmesh.v1.SignUpRequest.password": TextRule(TextForm.ANY, MAX_PASSWORD),
@@ -295,6 +298,13 @@ def text_problem(text: str, rule: TextRule) -> str:
     return ""
 
 
+def enum_problem(enum_type: EnumDescriptor, number: int) -> str:
+    """Why ``number`` is no value of ``enum_type`` ("" when it is one)."""
+    if number in enum_type.values_by_number:
+        return ""
+    return f"has no value {number}; use one of {', '.join(e.name for e in enum_type.values)}"
+
+
 def timestamp_problem(seconds: int, nanos: int) -> str:
     if not 0 <= nanos <= 999_999_999:
         return f"nanos must be between 0 and 999999999 (got {nanos})"
@@ -310,10 +320,7 @@ def _check_value(v: Violations, field: FieldDescriptor, value: Any, path: str) -
         limit = DEFAULT_TEXT_RULE.max_chars or 0
         problem = f"must be at most {limit} bytes" if len(value) > limit else ""
     elif field.enum_type is not None:
-        problem = ""
-        if value not in field.enum_type.values_by_number:
-            names = ", ".join(e.name for e in field.enum_type.values)
-            problem = f"has no value {value}; use one of {names}"
+        problem = enum_problem(field.enum_type, value)
     elif field.message_type is not None:
         if field.message_type.full_name == _TIMESTAMP:
             problem = timestamp_problem(value.seconds, value.nanos)

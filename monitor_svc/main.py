@@ -9,6 +9,8 @@ import logging
 from aiohttp import web
 from grpc_health.v1 import health_pb2 as grpc_health_pb2
 
+from core import convert
+from core.domain import HealthStatus
 from core.http import metrics_response, start_http
 from core.logs import configure_logging
 from core.loops import run_loop
@@ -18,24 +20,22 @@ from core.rpc import RpcServer, ServiceInterceptor, create_server, stop_server
 from core.settings import Settings
 from db.engine import Database
 from db.repositories.stats import StatsRepository
-from gen.jobmesh.v1 import health_pb2_grpc
-from monitor_svc.health import NOT_SERVING, MeshHealth
-from monitor_svc.health_servicer import HealthServicer, figures_to_proto, report_to_proto, to_json
+from monitor_svc.health import MeshHealth
+from monitor_svc.health_servicer import SERVICE, HealthServicer, to_json
 from monitor_svc.metrics import MetricsCollector
 
 log = logging.getLogger("monitor_svc")
-SERVICE = "jobmesh.v1.HealthService"
 HEALTH_POLL_SECONDS = 5.0
 
 
 def build_http(health: MeshHealth, collector: MetricsCollector) -> web.Application:
     async def api_health(_: web.Request) -> web.Response:
         report = await health.check()
-        status = 503 if report.status == NOT_SERVING else 200
-        return web.json_response(to_json(report_to_proto(report)), status=status)
+        status = 503 if report.status is HealthStatus.NOT_SERVING else 200
+        return web.json_response(to_json(convert.health_report_to_proto(report)), status=status)
 
     async def api_metrics(_: web.Request) -> web.Response:
-        return web.json_response(to_json(figures_to_proto(await collector.refresh())))
+        return web.json_response(to_json(convert.figures_to_proto(await collector.refresh())))
 
     async def metrics(_: web.Request) -> web.Response:
         try:
@@ -56,7 +56,7 @@ async def reflect_health(rpc: RpcServer, health: MeshHealth) -> int:
     report = await health.check()
     status = (
         grpc_health_pb2.HealthCheckResponse.NOT_SERVING
-        if report.status == NOT_SERVING
+        if report.status is HealthStatus.NOT_SERVING
         else grpc_health_pb2.HealthCheckResponse.SERVING
     )
     for name in ("", SERVICE):
@@ -71,7 +71,7 @@ async def serve(settings: Settings) -> None:
     collector = MetricsCollector(health, StatsRepository(db))
     rpc = await create_server(
         f"{settings.server.host}:{settings.server.monitor_grpc_port}",
-        [(health_pb2_grpc.add_HealthServiceServicer_to_server, HealthServicer(health, collector), SERVICE)],
+        [HealthServicer(health, collector).spec()],
         [ServiceInterceptor()],
     )
     runner, http_port = await start_http(

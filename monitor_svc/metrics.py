@@ -15,9 +15,9 @@ from datetime import timedelta
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from core.domain import RunStatus, utcnow
+from core.domain import Figures, RunStatus, utcnow
 from db.repositories.stats import FinishedRun, StatsRepository
-from monitor_svc.health import Figures, MeshHealth
+from monitor_svc.health import MeshHealth
 
 # Runs committed with a finished_at slightly in the past must not slip behind the cursor.
 CURSOR_LAG = timedelta(seconds=5)

@@ -4,12 +4,11 @@ changes and disabled accounts, with every session-ending change effective at onc
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from core import validation
 from core.auth import AccountStates, Principal, Role, TokenCodec, hash_refresh_token, new_refresh_token
-from core.domain import User, utcnow
+from core.domain import Session, User, utcnow
 from core.errors import (
     FailedPrecondition,
     FieldViolation,
@@ -20,6 +19,7 @@ from core.errors import (
     Violations,
 )
 from core.ids import new_id
+from core.paging import Page, paginate
 from core.passwords import HashingPool
 from core.settings import AuthSettings
 from core.throttle import FORGET_AFTER, LoginThrottle, account_key
@@ -33,14 +33,6 @@ log = logging.getLogger(__name__)
 _DUMMY_PASSWORD = "jobmesh-dummy-password"
 WRONG_CREDENTIALS = "invalid email or password"
 MAX_EMAIL_LENGTH = 254
-
-
-@dataclass(frozen=True)
-class Session:
-    access_token: str
-    refresh_token: str
-    user: User
-    expires_in: int
 
 
 def _throttled(wait: int) -> ResourceExhausted:
@@ -153,9 +145,11 @@ class Accounts:
             raise NotFound("account not found")
         return user
 
-    async def list_users(self, principal: Principal, page_size: int, offset: int) -> tuple[list[User], int]:
+    async def list_users(self, principal: Principal, page_size: int, page_token: str) -> Page[User]:
         principal.require_admin()
-        return await self._users.list(page_size, offset)
+        pager = paginate(page_size, page_token, "users")
+        users, total = await self._users.list(pager.limit, pager.offset)
+        return pager.page(users, total)
 
     async def set_role(self, principal: Principal, user_id: str, role: Role | None) -> User:
         """Effective from the account's next call (authorization reads the stored

@@ -1,20 +1,17 @@
-"""AuthService: decode → scheduler_svc.accounts → encode."""
+"""AuthService: decode (core.convert) → scheduler_svc.accounts → encode (core.convert)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import grpc
 
-from core import validation
-from core.auth import Role, current_principal
-from core.domain import enum_from_proto, enum_to_proto
-from core.errors import Violations
+from core import convert
+from core.auth import current_principal
 from core.peers import Network, client_address, client_key, forwarded_for, grpc_peer_host
-from db.repositories.paging import decode_token, encode_token
+from core.rpc import ServiceSpec
 from gen.jobmesh.v1 import auth_pb2, auth_pb2_grpc
-from scheduler_svc.accounts import Accounts, Session
+from scheduler_svc.accounts import Accounts
 
 PUBLIC_METHODS = (
     "/jobmesh.v1.AuthService/SignUp",
@@ -23,23 +20,14 @@ PUBLIC_METHODS = (
 )
 
 
-def _fields(session: Session) -> dict[str, Any]:
-    return {
-        "access_token": session.access_token,
-        "token": session.access_token,
-        "refresh_token": session.refresh_token,
-        "user_id": session.user.id,
-        "email": session.user.email,
-        "role": enum_to_proto(session.user.role),
-        "expires_in": session.expires_in,
-        "username": session.user.username,
-    }
-
-
 class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     def __init__(self, accounts: Accounts, trusted_proxies: Sequence[Network] = ()) -> None:
         self._accounts = accounts
         self._trusted = tuple(trusted_proxies)
+
+    def spec(self) -> ServiceSpec:
+        """This servicer as create_server registers it."""
+        return auth_pb2_grpc.add_AuthServiceServicer_to_server, self, "jobmesh.v1.AuthService"
 
     def _client(self, context: grpc.aio.ServicerContext) -> str:
         """Whom throttling counts the call against: the peer, or the address a
@@ -51,45 +39,34 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         self, request: auth_pb2.SignUpRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.SignUpResponse:
         session = await self._accounts.sign_up(request.username, request.email, request.password)
-        return auth_pb2.SignUpResponse(**_fields(session))
+        return convert.session_to_proto(session, auth_pb2.SignUpResponse)
 
     async def Login(self, request: auth_pb2.LoginRequest, context: grpc.aio.ServicerContext) -> auth_pb2.LoginResponse:
         session = await self._accounts.login(request.email, request.password, self._client(context))
-        return auth_pb2.LoginResponse(**_fields(session))
+        return convert.session_to_proto(session, auth_pb2.LoginResponse)
 
     async def Refresh(
         self, request: auth_pb2.RefreshRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.RefreshResponse:
         session = await self._accounts.refresh(request.refresh_token)
-        return auth_pb2.RefreshResponse(**_fields(session))
+        return convert.session_to_proto(session, auth_pb2.RefreshResponse)
 
     async def GetCurrentUser(
         self, request: auth_pb2.GetCurrentUserRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.User:
-        return (await self._accounts.current_user(current_principal())).to_proto()
+        return convert.user_to_proto(await self._accounts.current_user(current_principal()))
 
     async def ListUsers(
         self, request: auth_pb2.ListUsersRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.ListUsersResponse:
-        principal = current_principal()
-        principal.require_admin()
-        v = Violations()
-        size = validation.check_page_size(v, request.page_size)
-        v.raise_if_any()
-        offset = decode_token(request.page_token, "users")
-        users, total = await self._accounts.list_users(principal, size, offset)
-        more = offset + len(users) < total
-        return auth_pb2.ListUsersResponse(
-            users=[u.to_proto() for u in users],
-            next_page_token=encode_token(offset + len(users), "users") if more else "",
-        )
+        page = await self._accounts.list_users(current_principal(), request.page_size, request.page_token)
+        return convert.user_page_to_proto(page)
 
     async def SetUserRole(
         self, request: auth_pb2.SetUserRoleRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.User:
-        role = enum_from_proto(Role, request.role)
-        user = await self._accounts.set_role(current_principal(), request.user_id, role)
-        return user.to_proto()
+        role = convert.ROLES.from_proto(request.role, "role")
+        return convert.user_to_proto(await self._accounts.set_role(current_principal(), request.user_id, role))
 
     async def ChangePassword(
         self, request: auth_pb2.ChangePasswordRequest, context: grpc.aio.ServicerContext
@@ -97,10 +74,10 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         session = await self._accounts.change_password(
             current_principal(), request.current_password, request.new_password, self._client(context)
         )
-        return auth_pb2.ChangePasswordResponse(**_fields(session))
+        return convert.session_to_proto(session, auth_pb2.ChangePasswordResponse)
 
     async def SetUserDisabled(
         self, request: auth_pb2.SetUserDisabledRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.User:
         user = await self._accounts.set_disabled(current_principal(), request.user_id, request.disabled)
-        return user.to_proto()
+        return convert.user_to_proto(user)

@@ -1,6 +1,6 @@
 """Dispatcher: claims due PENDING runs, applies pause/lateness/overlap rules, marks
 the rest QUEUED and, once that is committed, pushes them to their Redis queues in
-one pipeline.
+one round trip.
 
 Pushing after the commit matters: a worker's QUEUED → RUNNING compare-and-set
 must see the committed QUEUED row (under READ COMMITTED, InnoDB's semi-consistent
@@ -14,38 +14,21 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core import keys
+from core.dispatch_queue import DispatchQueue
 from core.domain import Job, JobState, OverlapPolicy, Run, RunStatus, RunTrigger, SkipReason, utcnow
-from db.repositories.runs import RunRepository
-from scheduler_svc.runs import tell_workers_to_cancel
+from db.repositories.run_lifecycle import RunLifecycleRepository
 
 log = logging.getLogger(__name__)
 
 
-async def push_runs(redis: Redis, runs: list[Run], now: datetime) -> None:
-    """One pipeline: each message onto its queue, and the run into the in-flight set."""
-    if not runs:
-        return
-    by_queue: dict[str, list[str]] = {}
-    for run in runs:
-        by_queue.setdefault(run.queue, []).append(
-            keys.QueueMessage(run.id, run.scheduled_at, run.due_at, run.queue).encode()
-        )
-    async with redis.pipeline(transaction=False) as pipe:
-        for queue, messages in by_queue.items():
-            pipe.lpush(keys.queue(queue), *messages)
-        pipe.zadd(keys.INFLIGHT, {run.id: now.timestamp() for run in runs})
-        pipe.sadd(keys.QUEUES, *{run.queue for run in runs})
-        await pipe.execute()
-
-
 class Dispatcher:
-    def __init__(self, runs: RunRepository, redis: Redis, ahead: timedelta, batch_size: int) -> None:
+    def __init__(
+        self, runs: RunLifecycleRepository, dispatch: DispatchQueue, ahead: timedelta, batch_size: int
+    ) -> None:
         self._runs = runs
-        self._redis = redis
+        self._dispatch = dispatch
         self._ahead = ahead
         self._batch_size = batch_size
 
@@ -76,10 +59,10 @@ class Dispatcher:
                 await batch.mark_skipped(runs, reason, now)
             await batch.request_cancel(cancel)
         try:
-            await push_runs(self._redis, queued, now)
+            await self._dispatch.push(queued, now)
         except (RedisError, OSError) as exc:
             log.warning("push of %d runs failed (%s); the reconciler will push them again", len(queued), exc)
-        await tell_workers_to_cancel(self._redis, [r.id for r in cancel])
+        await self._dispatch.request_cancel([r.id for r in cancel])
         return len(batch.runs)
 
     @staticmethod

@@ -7,18 +7,18 @@ be probed); Viewers and Admins see all; Viewers change nothing.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from core import cron, validation
+from core.attempts import new_run
 from core.auth import Principal
-from core.domain import Job, JobState, JobType, Run, RunStatus, RunTrigger, SkipReason, utcnow
+from core.domain import Job, JobState, JobType, PreviewSlot, Run, RunStatus, RunTrigger, SkipReason, utcnow
 from core.errors import Conflict, FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Violations
 from core.ids import is_uuid, new_id
+from core.paging import Page, paginate
 from db.repositories.jobs import JobRepository
-from db.repositories.paging import decode_token, encode_token
-from db.repositories.runs import RunRepository, new_run
+from db.repositories.runs import RunRepository
 
 MUTABLE_FIELDS = frozenset(
     {
@@ -42,22 +42,6 @@ def next_fire_time(job: Job, after: datetime) -> datetime | None:
     if job.job_type is not JobType.RECURRING or job.state is not JobState.ACTIVE:
         return None
     return cron.parse(job.cron_expr).next_after(after, cron.zone(job.timezone))
-
-
-@dataclass(frozen=True)
-class JobPage:
-    jobs: list[Job]
-    next_page_token: str
-    total_size: int
-
-
-@dataclass(frozen=True)
-class PreviewSlot:
-    at: datetime
-    local: datetime
-    utc_offset: str
-    dst_transition: bool
-    note: str
 
 
 class SlotOnResume(enum.Enum):
@@ -128,26 +112,30 @@ class Jobs:
         page_size: int,
         page_token: str,
         skip: int,
-    ) -> JobPage:
+        queue: str = "",
+        name_contains: str = "",
+    ) -> Page[Job]:
         v = Violations()
-        size = validation.check_page_size(v, page_size)
-        if skip < 0:
-            v.add("skip", "must not be negative")
-        v.raise_if_any()
+        if queue and not validation.QUEUE_RE.fullmatch(queue):
+            v.add("queue", "must match [a-z0-9_-]{1,64}")
         owner: str | None = principal.user_id
         if principal.reads_everything:
             owner = owner_id or None
-        key = f"jobs|{owner}|{state}|{job_type}"
-        offset = decode_token(page_token, key) + skip
-        jobs, total = await self._jobs.list(owner, state, job_type, size, offset)
-        more = offset + len(jobs) < total
-        return JobPage(jobs, encode_token(offset + len(jobs), key) if more else "", total)
+        search = name_contains.strip()
+        query = f"jobs|{owner}|{state}|{job_type}"
+        if queue or search:  # so the tokens of the lists without these filters stay as they were
+            query += f"|{queue}|{search}"
+        pager = paginate(page_size, page_token, query, skip=skip, violations=v)
+        jobs, total = await self._jobs.list(
+            owner, state, job_type, pager.limit, pager.offset, queue=queue, name_contains=search
+        )
+        return pager.page(jobs, total)
 
     async def update(self, principal: Principal, job_id: str, version: int, changes: dict[str, Any]) -> Job:
         if version < 1:
             raise InvalidArgument(FieldViolation("job.version", "is required (the version you read, 1 or more)"))
         current = await self.writable(principal, job_id, "job.id")
-        unknown = sorted(set(changes) - MUTABLE_FIELDS - {"raw_multiplier"})
+        unknown = sorted(set(changes) - MUTABLE_FIELDS)
         if unknown:
             raise InvalidArgument([FieldViolation(f"update_mask.{p}", "is not a mutable field") for p in unknown])
         if not changes:

@@ -8,14 +8,13 @@ import contextlib
 import logging
 import os
 import socket
-import time
 from datetime import timedelta
 
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from core import keys
 from core.auth import AccountStates, Authenticator, TokenCodec, check_secret
+from core.dispatch_queue import DispatchQueue
 from core.http import metrics_app, start_http
 from core.ids import new_id
 from core.logs import configure_logging
@@ -29,10 +28,11 @@ from db.engine import Database
 from db.partitions import maintain_partitions
 from db.repositories.jobs import JobRepository
 from db.repositories.login_throttle import LoginThrottleRepository
+from db.repositories.run_history import RunHistoryRepository
+from db.repositories.run_lifecycle import RunLifecycleRepository
 from db.repositories.runs import RunRepository
 from db.repositories.schedules import ScheduleRepository
 from db.repositories.users import UserRepository
-from gen.jobmesh.v1 import auth_pb2_grpc, job_pb2_grpc, run_pb2_grpc
 from scheduler_svc.accounts import Accounts
 from scheduler_svc.auth_servicer import PUBLIC_METHODS, AuthServicer
 from scheduler_svc.dispatcher import Dispatcher
@@ -40,6 +40,7 @@ from scheduler_svc.job_servicer import JobServicer
 from scheduler_svc.jobs import Jobs
 from scheduler_svc.materializer import Materializer, MaterializerConfig
 from scheduler_svc.reaper import Reaper
+from scheduler_svc.run_history import RunHistory
 from scheduler_svc.run_servicer import RunServicer
 from scheduler_svc.runs import Runs
 
@@ -56,6 +57,7 @@ class SchedulerApp:
         self.settings = settings
         self.db = Database.from_url(settings.database.database_url, settings.database.db_pool_size)
         self.redis = create_redis(settings.redis.redis_url)
+        self.dispatch = DispatchQueue(self.redis)
         codec = TokenCodec(settings.auth)
         self.codec = codec
         users = UserRepository(self.db)
@@ -65,10 +67,12 @@ class SchedulerApp:
         self.login_attempts = LoginThrottleRepository(self.db)
         self.accounts = Accounts(users, self.login_attempts, codec, self.account_states, settings.auth)
         self.run_repo = RunRepository(self.db)
+        self.run_lifecycle = RunLifecycleRepository(self.db)
         self.job_repo = JobRepository(self.db)
         sched = settings.scheduler
         self.jobs = Jobs(self.job_repo, self.run_repo, timedelta(seconds=sched.misfire_grace_seconds))
-        self.runs = Runs(self.run_repo, self.jobs, self.redis)
+        self.runs = Runs(self.run_repo, self.jobs, self.dispatch)
+        self.run_history = RunHistory(RunHistoryRepository(self.db))
         self.scheduler_id = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self.materializer = Materializer(
             ScheduleRepository(self.db),
@@ -80,11 +84,11 @@ class SchedulerApp:
             ),
         )
         self.dispatcher = Dispatcher(
-            self.run_repo, self.redis, timedelta(seconds=sched.dispatch_ahead_seconds), sched.batch_size
+            self.run_lifecycle, self.dispatch, timedelta(seconds=sched.dispatch_ahead_seconds), sched.batch_size
         )
         self.reaper = Reaper(
-            self.run_repo,
-            self.redis,
+            self.run_lifecycle,
+            self.dispatch,
             timedelta(seconds=settings.worker.heartbeat_ttl_seconds),
             timedelta(seconds=sched.requeue_after_seconds),
             sched.batch_size,
@@ -102,13 +106,9 @@ class SchedulerApp:
         self.rpc = await create_server(
             f"{self.settings.server.host}:{self.settings.server.scheduler_port}",
             [
-                (
-                    auth_pb2_grpc.add_AuthServiceServicer_to_server,
-                    AuthServicer(self.accounts, parse_networks(self.settings.auth.trusted_proxies)),
-                    "jobmesh.v1.AuthService",
-                ),
-                (job_pb2_grpc.add_JobServiceServicer_to_server, JobServicer(self.jobs), "jobmesh.v1.JobService"),
-                (run_pb2_grpc.add_RunServiceServicer_to_server, RunServicer(self.runs), "jobmesh.v1.RunService"),
+                AuthServicer(self.accounts, parse_networks(self.settings.auth.trusted_proxies)).spec(),
+                JobServicer(self.jobs).spec(),
+                RunServicer(self.runs, self.run_history).spec(),
             ],
             [interceptor],
         )
@@ -144,7 +144,7 @@ class SchedulerApp:
         ]
 
     async def _heartbeat(self) -> None:
-        await self.redis.zadd(keys.SCHEDULERS, {self.scheduler_id: time.time()})
+        await self.dispatch.scheduler_heartbeat(self.scheduler_id)
 
     async def _partitions(self) -> int:
         db_settings = self.settings.database
@@ -159,7 +159,7 @@ class SchedulerApp:
         if self._http is not None:
             await self._http.cleanup()
         with contextlib.suppress(RedisError, OSError):  # Redis may be gone; nothing depends on this cleanup
-            await self.redis.zrem(keys.SCHEDULERS, self.scheduler_id)
+            await self.dispatch.scheduler_gone(self.scheduler_id)
         await self.job_repo.close()
         self.accounts.close()
         await self.redis.aclose()

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from core import cron
+from core.attempts import new_run
 from core.domain import JobState, MisfirePolicy, Run, RunStatus, RunTrigger, SkipReason, utcnow
-from db.repositories.runs import new_run
 from db.repositories.schedules import ScheduleRepository
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,8 @@
 - A RUNNING run whose worker stopped heartbeating (stale in the workers ZSET, or
   absent from it for longer than the TTL - e.g. after Redis was flushed) becomes
   LOST through the same fenced write a worker uses; its retry policy follows.
-  The dead worker's processing list goes back to the queues.
+  The dead worker's processing list goes back to the queues, each message in one
+  atomic move (the script a worker gives a run back with).
 - A QUEUED run older than the re-queue grace that is not in the in-flight set
   (Redis lost it) is pushed again. Duplicates are harmless: a worker starts a run
   only through the QUEUED → RUNNING compare-and-set.
@@ -13,24 +14,26 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
-from redis.asyncio import Redis
-
-from core import keys
+from core.attempts import RunResult
+from core.dispatch_queue import DispatchQueue
 from core.domain import RunStatus, utcnow
-from db.repositories.runs import RunRepository, RunResult
-from scheduler_svc.dispatcher import push_runs
+from db.repositories.run_lifecycle import RunLifecycleRepository
 
 log = logging.getLogger(__name__)
 
 
 class Reaper:
     def __init__(
-        self, runs: RunRepository, redis: Redis, heartbeat_ttl: timedelta, requeue_after: timedelta, batch_size: int
+        self,
+        runs: RunLifecycleRepository,
+        dispatch: DispatchQueue,
+        heartbeat_ttl: timedelta,
+        requeue_after: timedelta,
+        batch_size: int,
     ) -> None:
         self._runs = runs
-        self._redis = redis
+        self._dispatch = dispatch
         self._ttl = heartbeat_ttl
         self._requeue_after = requeue_after
         self._batch_size = batch_size
@@ -42,14 +45,10 @@ class Reaper:
 
     async def dead_workers(self, now: datetime) -> list[str]:
         cutoff = (now - self._ttl).timestamp()
-        stale = [
-            m.decode() if isinstance(m, bytes) else str(m)
-            for m in await self._redis.zrangebyscore(keys.WORKERS, "-inf", cutoff)
-        ]
-        dead = set(stale)
+        dead = set(await self._dispatch.workers_silent_since(cutoff))
         running = await self._runs.running_workers()
         if running:
-            scores = await self._redis.zmscore(keys.WORKERS, running)
+            scores = await self._dispatch.last_heartbeats(running)
             for worker_id, score in zip(running, scores, strict=True):
                 if score is None:
                     first = self._missing_since.setdefault(worker_id, now)
@@ -79,32 +78,20 @@ class Reaper:
         ]
         outcome = await self._runs.finish(results, now)
         for worker_id in dead:
-            await self._requeue_processing(worker_id)
+            await self._dispatch.requeue_processing(worker_id)
             self._missing_since.pop(worker_id, None)
-        await self._redis.zrem(keys.WORKERS, *dead)
+        await self._dispatch.workers_gone(dead)
         if outcome.accepted:
             log.warning("marked %d runs LOST (workers %s)", len(outcome.accepted), ", ".join(dead))
         return len(outcome.accepted)
-
-    async def _requeue_processing(self, worker_id: str) -> None:
-        source = keys.processing(worker_id)
-        while True:
-            raw: Any = await self._redis.rpop(source)
-            if raw is None:
-                return
-            try:
-                msg = keys.QueueMessage.decode(raw)
-            except (ValueError, KeyError):
-                continue
-            await self._redis.lpush(keys.queue(msg.queue), raw)
 
     async def reconcile(self, now: datetime) -> int:
         stale = await self._runs.queued_before(now - self._requeue_after, self._batch_size)
         if not stale:
             return 0
-        scores = await self._redis.zmscore(keys.INFLIGHT, [r.id for r in stale])
-        missing = [r for r, s in zip(stale, scores, strict=True) if s is None]
-        await push_runs(self._redis, missing, now)
+        held = await self._dispatch.in_flight([r.id for r in stale])
+        missing = [r for r, in_flight in zip(stale, held, strict=True) if not in_flight]
+        await self._dispatch.push(missing, now)
         await self._runs.touch_queued(stale, now)
         if missing:
             log.warning("re-pushed %d QUEUED runs that Redis no longer held", len(missing))

@@ -4,44 +4,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core import keys, runlog, validation
+from core import runlog
 from core.auth import Principal
-from core.domain import Run, RunOutput, RunStatus, utcnow
-from core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, Violations
+from core.dispatch_queue import DispatchQueue
+from core.domain import LogStream, OutputChunk, Run, RunOutput, RunStatus, WatchEvent, utcnow
+from core.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from core.ids import is_uuid
-from db.repositories.paging import decode_token, encode_token
+from core.paging import Page, paginate
 from db.repositories.runs import RunRepository
 from scheduler_svc.jobs import Jobs
 
-CANCEL_FLAG_TTL_SECONDS = 3600
-
-
-@dataclass(frozen=True)
-class OutputChunk:
-    stream: str  # "stdout" | "stderr"
-    data: str
-
-
-WatchEvent = Run | OutputChunk
 WATCH_POLL_MS = 1000
 
 
-@dataclass(frozen=True)
-class RunPage:
-    runs: list[Run]
-    next_page_token: str
-
-
 class Runs:
-    def __init__(self, runs: RunRepository, jobs: Jobs, redis: Redis) -> None:
+    def __init__(self, runs: RunRepository, jobs: Jobs, dispatch: DispatchQueue) -> None:
         self._runs = runs
         self._jobs = jobs
-        self._redis = redis
+        self._dispatch = dispatch
 
     async def visible(self, principal: Principal, run_id: str, job_id: str = "") -> Run:
         if not is_uuid(run_id):
@@ -54,19 +37,10 @@ class Runs:
 
     async def list_page(
         self, principal: Principal, job_id: str, status: RunStatus | None, page_size: int, page_token: str, skip: int
-    ) -> RunPage:
-        v = Violations()
-        size = validation.check_page_size(v, page_size)
-        if skip < 0:
-            v.add("skip", "must not be negative")
-        v.raise_if_any()
+    ) -> Page[Run]:
+        pager = paginate(page_size, page_token, f"runs|{job_id}|{status}", skip=skip)
         await self._jobs.visible(principal, job_id, field="job_id")
-        key = f"runs|{job_id}|{status}"
-        offset = decode_token(page_token, key) + skip
-        runs = await self._runs.list_for_job(job_id, status, size + 1, offset)
-        more = len(runs) > size
-        runs = runs[:size]
-        return RunPage(runs, encode_token(offset + size, key) if more else "")
+        return pager.page(await self._runs.list_for_job(job_id, status, pager.limit, pager.offset))
 
     async def logs(self, principal: Principal, run_id: str, job_id: str) -> RunOutput:
         run = await self.visible(principal, run_id, job_id)
@@ -74,7 +48,7 @@ class Runs:
 
     async def watch(self, principal: Principal, run_id: str, job_id: str) -> AsyncIterator[WatchEvent]:
         run = await self.visible(principal, run_id, job_id)
-        async for event in watch_run(self._runs, self._redis, run):
+        async for event in watch_run(self._runs, self._dispatch, run):
             yield event
 
     async def cancel(self, principal: Principal, run_id: str, job_id: str) -> Run:
@@ -86,22 +60,11 @@ class Runs:
         if after is None:
             raise NotFound(f"run {run_id} not found")
         if after.status is RunStatus.RUNNING:
-            await tell_workers_to_cancel(self._redis, [after.id])
+            await self._dispatch.request_cancel([after.id])
         return after
 
 
-async def tell_workers_to_cancel(redis: Redis, run_ids: list[str]) -> None:
-    """Flag (for a worker that has not subscribed yet) and publish (for the one running it)."""
-    if not run_ids:
-        return
-    async with redis.pipeline(transaction=False) as pipe:
-        for run_id in run_ids:
-            pipe.set(keys.cancel_flag(run_id), "1", ex=CANCEL_FLAG_TTL_SECONDS)
-            pipe.publish(keys.CANCEL_CHANNEL, run_id)
-        await pipe.execute()
-
-
-async def watch_run(runs: RunRepository, redis: Redis, run: Run) -> AsyncIterator[WatchEvent]:
+async def watch_run(runs: RunRepository, dispatch: DispatchQueue, run: Run) -> AsyncIterator[WatchEvent]:
     """The run's current state, then its output and status changes; the last event is
     always the run in its final status.
 
@@ -117,7 +80,7 @@ async def watch_run(runs: RunRepository, redis: Redis, run: Run) -> AsyncIterato
     current = run
     continuity = runlog.Continuity()
     while not current.status.is_final:
-        entries = await _read_quietly(redis, run.id, cursor, WATCH_POLL_MS)
+        entries = await _read_quietly(dispatch, run.id, cursor, WATCH_POLL_MS)
         for entry in entries:
             cursor = entry.id
             for chunk in _output_chunks(entry, continuity):
@@ -132,7 +95,7 @@ async def watch_run(runs: RunRepository, redis: Redis, run: Run) -> AsyncIterato
                 if not current.status.is_final:
                     yield current
     # The rest of the stream, page after page (a read returns at most a page).
-    while entries := await _read_quietly(redis, run.id, cursor, None):
+    while entries := await _read_quietly(dispatch, run.id, cursor, None):
         for entry in entries:
             cursor = entry.id
             for chunk in _output_chunks(entry, continuity):
@@ -142,9 +105,9 @@ async def watch_run(runs: RunRepository, redis: Redis, run: Run) -> AsyncIterato
         output = await runs.output(run.id)
         if output is not None:
             if output.stdout:
-                yield OutputChunk("stdout", output.stdout)
+                yield OutputChunk(LogStream.STDOUT, output.stdout)
             if output.stderr:
-                yield OutputChunk("stderr", output.stderr)
+                yield OutputChunk(LogStream.STDERR, output.stderr)
     yield current
 
 
@@ -152,16 +115,18 @@ def _output_chunks(entry: runlog.LogEntry, continuity: runlog.Continuity) -> lis
     """An output entry as chunks, after a truncation marker (on stderr, where a terminal
     shows diagnostics and a consumer of stdout does not trip on it) when output before it
     was dropped: the log keeps only a run's newest output (runlog.LIVE_CAP_BYTES)."""
-    if entry.kind not in (runlog.OUT, runlog.ERR):
+    if not isinstance(entry.kind, LogStream):
         return []
     marker = continuity.marker(entry)
-    chunk = OutputChunk("stdout" if entry.kind == runlog.OUT else "stderr", entry.data)
-    return [OutputChunk("stderr", marker), chunk] if marker else [chunk]
+    chunk = OutputChunk(entry.kind, entry.data)
+    return [OutputChunk(LogStream.STDERR, marker), chunk] if marker else [chunk]
 
 
-async def _read_quietly(redis: Redis, run_id: str, cursor: str, block_ms: int | None) -> list[runlog.LogEntry]:
+async def _read_quietly(
+    dispatch: DispatchQueue, run_id: str, cursor: str, block_ms: int | None
+) -> list[runlog.LogEntry]:
     try:
-        return await runlog.read(redis, run_id, cursor, block_ms)
+        return await dispatch.read_run_log(run_id, cursor, block_ms)
     except (RedisError, OSError):
         await asyncio.sleep((block_ms or 0) / 1000)
         return []

@@ -2,8 +2,8 @@
 
 The executor hands over output as it reads it (``put``, from a reader callback: it must
 not wait); one task appends what is pending for every run to their logs, one Lua call
-(``runlog.APPEND_LOGS``) per batch, and a batch starts as soon as the previous one
-ended. A run's pending output is bounded like its log: when a script prints faster
+(``DispatchQueue.append_output``) per batch, and a batch starts as soon as the previous
+one ended. A run's pending output is bounded like its log: when a script prints faster
 than Redis takes it, only its newest ``runlog.LIVE_CAP_BYTES`` (in at most
 ``runlog.MAX_ENTRIES`` entries) wait, and the bytes dropped before them are counted,
 so the log's offsets show the gap to its readers. Best effort: the result row, with
@@ -16,12 +16,12 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core import keys, runlog
+from core import runlog
+from core.dispatch_queue import DispatchQueue
+from core.domain import LogStream
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def _cut_at(data: bytes | bytearray | memoryview, at: int) -> int:
 
 
 class PendingOutput:
-    """One run's output not yet handed to Redis: entries of one kind each, at most
+    """One run's output not yet handed to Redis: entries of one stream each, at most
     ``entry_bytes`` each, ``max_entries`` and ``cap`` bytes in all (the newest ones),
     always split between characters."""
 
@@ -58,14 +58,14 @@ class PendingOutput:
         self._cap = cap
         self._max_entries = max_entries
         self._entry_bytes = entry_bytes
-        self._entries: deque[tuple[str, bytearray]] = deque()
+        self._entries: deque[tuple[LogStream, bytearray]] = deque()
         self.size = 0
         self.dropped = 0  # bytes dropped before the first entry
 
     def __bool__(self) -> bool:
         return bool(self._entries)
 
-    def add(self, kind: str, data: bytes) -> None:
+    def add(self, stream: LogStream, data: bytes) -> None:
         view = memoryview(data)
         if len(view) > self._cap:  # only its newest bytes can stay, and nothing before it
             cut = _cut_at(view, len(view) - self._cap)
@@ -75,10 +75,10 @@ class PendingOutput:
             view = view[cut:]
         while view:
             last = self._entries[-1] if self._entries else None
-            room = self._entry_bytes - len(last[1]) if last is not None and last[0] == kind else 0
+            room = self._entry_bytes - len(last[1]) if last is not None and last[0] == stream else 0
             take = len(view) if len(view) <= room else _split_at(view, room)
-            if last is None or last[0] != kind or take == 0:
-                last = (kind, bytearray())
+            if last is None or last[0] != stream or take == 0:
+                last = (stream, bytearray())
                 self._entries.append(last)
                 take = len(view) if len(view) <= self._entry_bytes else _split_at(view, self._entry_bytes)
                 take = take or _cut_at(view, 1)  # an entry holds at least one character
@@ -99,9 +99,9 @@ class PendingOutput:
             self.size -= cut
             self.dropped += cut
 
-    def take(self) -> tuple[int, list[tuple[str, bytes]]]:
+    def take(self) -> tuple[int, list[tuple[LogStream, bytes]]]:
         """What is pending (bytes dropped before it, its entries); empties it."""
-        out = self.dropped, [(kind, bytes(data)) for kind, data in self._entries]
+        out = self.dropped, [(stream, bytes(data)) for stream, data in self._entries]
         self._entries.clear()
         self.size = 0
         self.dropped = 0
@@ -120,23 +120,23 @@ class _Run:
 class LiveOutput:
     """The live output of every run a worker executes; see the module docstring."""
 
-    def __init__(self, redis: Redis) -> None:
-        self._append = redis.register_script(runlog.APPEND_LOGS)
+    def __init__(self, dispatch: DispatchQueue) -> None:
+        self._dispatch = dispatch
         self._runs: dict[str, _Run] = {}
         self._ready: dict[str, None] = {}  # runs with pending output, oldest first
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def put(self, run_id: str, kind: str, text: str) -> None:
+    def put(self, run_id: str, stream: LogStream, text: str) -> None:
         """Queue a run's output; never waits."""
         run = self._runs.get(run_id)
         if run is None:
             run = self._runs[run_id] = _Run()
-        run.pending.add(kind, text.encode())
+        run.pending.add(stream, text.encode())
         run.idle.clear()
         self._ready[run_id] = None
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._publish_loop())
+            self._task = asyncio.create_task(self._append_loop())
         self._wakeup.set()
 
     async def finish(self, run_id: str, timeout: float = FINISH_SECONDS) -> None:
@@ -163,11 +163,11 @@ class LiveOutput:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def _publish_loop(self) -> None:
+    async def _append_loop(self) -> None:
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            batch: list[tuple[str, _Run, int, list[tuple[str, bytes]]]] = []
+            batch: list[tuple[str, _Run, int, list[tuple[LogStream, bytes]]]] = []
             size = 0
             while self._ready and size < BATCH_BYTES:
                 run_id = next(iter(self._ready))
@@ -179,17 +179,12 @@ class LiveOutput:
                 size += sum(len(data) for _, data in entries)
             if self._ready:
                 self._wakeup.set()
-            await self._publish(batch)
+            await self._append(batch)
 
-    async def _publish(self, batch: list[tuple[str, _Run, int, list[tuple[str, bytes]]]]) -> None:
-        args: list[Any] = [runlog.TTL_SECONDS, runlog.MAX_ENTRIES, runlog.LIVE_CAP_BYTES]
-        for _, _, dropped, entries in batch:
-            args += (len(entries), dropped)
-            for kind, data in entries:
-                args += (kind, data)
+    async def _append(self, batch: list[tuple[str, _Run, int, list[tuple[LogStream, bytes]]]]) -> None:
         failed = True
         try:
-            await self._append(keys=[keys.run_log_channel(run_id) for run_id, _, _, _ in batch], args=args)
+            await self._dispatch.append_output([(run_id, dropped, entries) for run_id, _, dropped, entries in batch])
             failed = False
         except (RedisError, OSError) as exc:
             log.debug("live output of %d run(s) not published: %s", len(batch), exc)

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 
+from core.dispatch_queue import DispatchQueue
 from core.ids import new_id
 from core.logs import configure_logging, worker_id_var
 from core.process import settle_heap, wait_for_shutdown_signal
@@ -16,7 +17,7 @@ from core.redis_client import create_redis
 from core.rpc import create_server, stop_server
 from core.settings import Settings
 from db.engine import Database
-from db.repositories.runs import RunRepository
+from db.repositories.run_lifecycle import RunLifecycleRepository
 from worker_svc.sandbox import (
     Executor,
     ExecutorError,
@@ -96,8 +97,8 @@ async def serve(settings: Settings) -> None:
             prefetch=w.prefetch,
             sandboxed=w.sandbox != "off",
         ),
-        RunRepository(db),
-        redis,
+        RunLifecycleRepository(db),
+        DispatchQueue(redis),
         executor,
     )
     running = asyncio.create_task(worker.run())

@@ -19,14 +19,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core import keys, runlog
+from core import keys
+from core.attempts import RunResult
 from core.batching import Batcher
-from core.domain import Job, Network, Run, RunOutput, RunStatus, utcnow
+from core.dispatch_queue import DispatchQueue
+from core.domain import Job, LogStream, Network, Run, RunOutput, RunStatus, utcnow
 from core.errors import JobmeshError
-from db.repositories.runs import RunRepository, RunResult
+from db.repositories.run_lifecycle import RunLifecycleRepository
 from worker_svc.live_output import LiveOutput
 from worker_svc.sandbox import ExecResult, Executor, Outcome
 
@@ -34,43 +35,6 @@ log = logging.getLogger(__name__)
 
 POP_TIMEOUT_SECONDS = 1.0
 MAX_FETCH = 100
-# KEYS[1] queue, KEYS[2] processing list; ARGV[1] how many. Atomic, so a message
-# is always in exactly one of the two lists.
-POP_MANY = """
-local out = {}
-for i = 1, tonumber(ARGV[1]) do
-  local m = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not m then break end
-  out[#out + 1] = m
-end
-return out
-"""
-# The live-log side of a batch of starts, one round trip. KEYS: each run's cancel
-# flag, then each run's live log; ARGV: ttl, max entries, the status entry's kind and
-# text. Appends the RUNNING entry to each log; returns each run's cancel flag.
-STARTED_LOGS = """
-local n = #KEYS / 2
-local flags = {}
-for i = 1, n do
-  flags[i] = redis.call('EXISTS', KEYS[i])
-  redis.call('XADD', KEYS[n + i], 'MAXLEN', '~', ARGV[2], '*', 'k', ARGV[3], 'd', ARGV[4])
-  redis.call('EXPIRE', KEYS[n + i], ARGV[1])
-end
-return flags
-"""
-# The Redis side of a batch of results, one round trip. KEYS: this worker's
-# processing list, the in-flight set, then each run's live log; ARGV: ttl, max
-# entries, the end entry's kind, then per run: its final status, its queue message,
-# its id. Ends each live log and forgets the messages.
-FINISHED = """
-for i = 3, #KEYS do
-  local at = 4 + (i - 3) * 3
-  redis.call('XADD', KEYS[i], 'MAXLEN', '~', ARGV[2], '*', 'k', ARGV[3], 'd', ARGV[at])
-  redis.call('EXPIRE', KEYS[i], ARGV[1])
-  redis.call('LREM', KEYS[1], 1, ARGV[at + 1])
-  redis.call('ZREM', KEYS[2], ARGV[at + 2])
-end
-"""
 RESULT_RETRY_SECONDS = 1.0
 LOOPS_STOP_SECONDS = 2.0
 # While results keep coming, a write of them waits this long for more: fewer, larger
@@ -116,15 +80,16 @@ class WorkerConfig:
 
 
 class Worker:
-    def __init__(self, config: WorkerConfig, runs: RunRepository, redis: Redis, executor: Executor) -> None:
+    def __init__(
+        self, config: WorkerConfig, runs: RunLifecycleRepository, dispatch: DispatchQueue, executor: Executor
+    ) -> None:
         self.config = config
         self._runs = runs
-        self._redis = redis
+        self._dispatch = dispatch
         self._executor = executor
         self._stopping = asyncio.Event()
         self._cancel_events: dict[str, asyncio.Event] = {}
         self._active: dict[str, asyncio.Task[Any]] = {}
-        self._processing = keys.processing(config.worker_id)
         self._handing_back = False
         # Runs held (taken, not yet ended): the slots plus the prefetch, so the next
         # runs are already taken (their fenced start done) when a script ends.
@@ -132,15 +97,12 @@ class Worker:
         self._executing = asyncio.Semaphore(config.slots)
         self._prefetch_paused = False
         self._handlers: set[asyncio.Task[None]] = set()
-        self._pop_many = redis.register_script(POP_MANY)
-        self._started_logs = redis.register_script(STARTED_LOGS)
-        self._finished = redis.register_script(FINISHED)
         self._starter: Batcher[tuple[str, datetime], Started | None] = Batcher(self._start_batch)
         self._finisher: Batcher[tuple[RunResult, bytes], bool] = Batcher(
             self._finish_batch, linger=RESULT_LINGER_SECONDS
         )
-        # Live output (one Lua call per batch of runs, runlog.APPEND_LOGS), bounded per run.
-        self._live = LiveOutput(redis)
+        # Live output (one Lua call per batch of runs), bounded per run.
+        self._live = LiveOutput(dispatch)
         self._user_cancelled: set[str] = set()
 
     @property
@@ -177,7 +139,7 @@ class Worker:
         if stuck:
             log.warning("%d background loop(s) did not stop when cancelled; leaving them", len(stuck))
         with contextlib.suppress(RedisError, OSError):
-            await self._redis.zrem(keys.WORKERS, self.config.worker_id)
+            await self._dispatch.workers_gone([self.config.worker_id])
         await self._starter.close()
         await self._finisher.close()
         await self._live.close()
@@ -189,14 +151,8 @@ class Worker:
     # Loops ------------------------------------------------------------------
 
     async def _heartbeat_once(self) -> None:
-        # One round trip (MULTI/EXEC): the liveness score, and what the worker says of
-        # itself, which expires on its own a minute (or ten heartbeats) after the last.
-        info = keys.worker_info(self.config.worker_id)
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.zadd(keys.WORKERS, {self.config.worker_id: time.time()})
-            pipe.hset(info, "sandbox", "on" if self.config.sandboxed else "off")
-            pipe.expire(info, max(60, int(10 * self.config.heartbeat_seconds) + 1))
-            await pipe.execute()
+        config = self.config
+        await self._dispatch.worker_heartbeat(config.worker_id, config.sandboxed, config.heartbeat_seconds)
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -209,13 +165,7 @@ class Worker:
     async def _cancel_listener(self) -> None:
         while True:
             try:
-                pubsub = self._redis.pubsub()
-                await pubsub.subscribe(keys.CANCEL_CHANNEL)
-                async for message in pubsub.listen():
-                    if message.get("type") != "message":
-                        continue
-                    data = message["data"]
-                    run_id = data.decode() if isinstance(data, bytes) else str(data)
+                async for run_id in self._dispatch.cancel_requests():
                     event = self._cancel_events.get(run_id)
                     if event is not None:
                         self._user_cancelled.add(run_id)
@@ -243,15 +193,9 @@ class Worker:
             queue = self.config.queues[queue_index % len(self.config.queues)]
             queue_index += 1
             try:
-                raws: list[Any] = await self._pop_many(keys=[keys.queue(queue), self._processing], args=[free])
+                raws = await self._dispatch.pop_many(self.config.worker_id, queue, free)
                 if not raws:
-                    one: Any = await self._redis.blmove(
-                        keys.queue(queue),
-                        self._processing,
-                        POP_TIMEOUT_SECONDS,  # type: ignore[arg-type]  # redis accepts float seconds
-                        "RIGHT",
-                        "LEFT",
-                    )
+                    one = await self._dispatch.pop_blocking(self.config.worker_id, queue, POP_TIMEOUT_SECONDS)
                     raws = [one] if one is not None else []
             except (RedisError, OSError) as exc:
                 log.warning("pop from %s failed: %s", queue, exc)
@@ -282,7 +226,7 @@ class Worker:
             msg = keys.QueueMessage.decode(raw)
         except (ValueError, KeyError):
             log.error("dropping malformed queue message %r", raw[:200])
-            await self._redis.lrem(self._processing, 1, raw)  # type: ignore[arg-type]
+            await self._dispatch.forget(self.config.worker_id, raw)
             return
         if self._stopping.is_set():
             # Popped while the worker stops (a BLMOVE can return a message handed back
@@ -294,7 +238,7 @@ class Worker:
             return
         started = await self._start(msg)
         if started is None:
-            await self._redis.lrem(self._processing, 1, raw)  # type: ignore[arg-type]
+            await self._dispatch.forget(self.config.worker_id, raw)
             return
         event = asyncio.Event()
         run, job, token = started.run, started.job, started.token
@@ -307,12 +251,12 @@ class Worker:
         self._active[run.id] = task
 
         # Incremental decoders: a character split across two reads stays whole.
-        decoders = {name: codecs.getincrementaldecoder("utf-8")(errors="replace") for name in ("stdout", "stderr")}
+        decoders = {stream: codecs.getincrementaldecoder("utf-8")(errors="replace") for stream in LogStream}
 
-        def on_output(stream: str, chunk: bytes) -> None:
+        def on_output(stream: LogStream, chunk: bytes) -> None:
             text = decoders[stream].decode(chunk)
             if text:
-                self._live.put(run.id, runlog.OUT if stream == "stdout" else runlog.ERR, text)
+                self._live.put(run.id, stream, text)
 
         began = utcnow()
         give_back = False
@@ -396,14 +340,10 @@ class Worker:
         token = secrets.token_hex(8)
         won = await self._runs.start(keys_, self.config.worker_id, token, utcnow())
         by_id = {run.id: (run, job, cancelled) for run, job, cancelled in won}
-        flags: list[Any] = []
+        flags: list[bool] = []
         if won:
             try:
-                flags = await self._started_logs(
-                    keys=[keys.cancel_flag(run.id) for run, _, _ in won]
-                    + [keys.run_log_channel(run.id) for run, _, _ in won],
-                    args=[runlog.TTL_SECONDS, runlog.MAX_ENTRIES, runlog.STATUS, RunStatus.RUNNING.value],
-                )
+                flags = await self._dispatch.started([run.id for run, _, _ in won])
             except (RedisError, OSError) as exc:
                 log.warning("cancel flags unreadable: %s", exc)
         flagged = {run.id for (run, _, _), flag in zip(won, flags, strict=False) if flag}
@@ -443,12 +383,9 @@ class Worker:
         if outcome.rejected:
             log.warning("results rejected (attempts superseded): %s", ", ".join(outcome.rejected))
         accepted = set(outcome.accepted)
-        args: list[Any] = [runlog.TTL_SECONDS, runlog.MAX_ENTRIES, runlog.END]
-        for report, raw in items:
-            args += [report.status.value, raw, report.run_id]
         try:
-            await self._finished(
-                keys=[self._processing, keys.INFLIGHT, *(keys.run_log_channel(r.run_id) for r, _ in items)], args=args
+            await self._dispatch.finished(
+                self.config.worker_id, [(report.run_id, report.status, raw) for report, raw in items]
             )
         except (RedisError, OSError) as exc:
             # The results are written; stale processing entries are dropped by the CAS later.
@@ -465,11 +402,8 @@ class Worker:
             event.set()
 
     async def _requeue(self, raw: bytes, queue: str) -> None:
-        """The message from our processing list back onto its queue's consuming end."""
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.lrem(self._processing, 1, raw)  # type: ignore[arg-type]
-            pipe.rpush(keys.queue(queue), raw)  # next to be taken
-            await pipe.execute()
+        """The message from our processing list back onto its queue, next to be taken."""
+        await self._dispatch.requeue(self.config.worker_id, [(raw, queue)])
 
     async def _hand_back(self, run: Run, token: str, raw: bytes, queue: str) -> None:
         try:

@@ -64,7 +64,6 @@ def _created(job: Job, now: datetime, next_fire_at: datetime | None) -> Job:
         create_time=now,
         update_time=now,
         next_fire_time=next_fire_at,
-        raw_multiplier=None,
     )
 
 
@@ -178,8 +177,15 @@ class JobRepository:
         job_type: JobType | None,
         limit: int,
         offset: int,
+        *,
+        queue: str = "",
+        name_contains: str = "",
     ) -> tuple[list[Job], int]:
         conditions = []
+        if queue:
+            conditions.append(JobRow.queue == queue)
+        if name_contains:  # a scan of the owner's (or every) job: a search, not a hot path
+            conditions.append(func.lower(JobRow.name).contains(name_contains.lower(), autoescape=True))
         if owner_id is not None:
             conditions.append(JobRow.owner_id == owner_id)
         if state is not None:

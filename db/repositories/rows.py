@@ -81,7 +81,6 @@ def job_from_row(row: Any, names: Sequence[str] | None = None) -> Job:
             "max_lateness_seconds": r["max_lateness_seconds"],
             "next_fire_time": r.get("next_fire_at"),
             "network": _NETWORK[r["network"]],
-            "raw_multiplier": None,
         },
     )
 
@@ -106,5 +105,6 @@ def run_from_row(row: Any) -> Run:
             "skip_reason": row.skip_reason,
             "fencing_token": row.fencing_token,
             "queue": row.queue,
+            "cancel_requested": bool(row.cancel_requested),
         },
     )

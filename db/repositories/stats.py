@@ -77,6 +77,24 @@ class StatsRepository:
             ).all()
         return [FinishedRun(r.status, r.skip_reason, r.due_at, r.started_at, r.finished_at) for r in rows]
 
+    async def recent_lateness(self, since: datetime, limit: int) -> list[float]:
+        """Start time minus due time, seconds, of the newest ``limit`` runs that started and
+        ended after ``since`` (the finished_at index bounds the read)."""
+        async with self._db.transaction() as conn:
+            rows = (
+                await conn.execute(
+                    select(RunRow.due_at, RunRow.started_at)
+                    .where(
+                        RunRow.finished_at >= since,
+                        RunRow.started_at.is_not(None),
+                        RunRow.status != RunStatus.SKIPPED.value,
+                    )
+                    .order_by(RunRow.finished_at.desc())
+                    .limit(limit)
+                )
+            ).all()
+        return [max(0.0, (r.started_at - r.due_at).total_seconds()) for r in rows]
+
     async def finished_count(self, since: datetime) -> int:
         async with self._db.transaction() as conn:
             value = (

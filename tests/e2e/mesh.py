@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -69,6 +70,13 @@ class RealMesh:
 
 @pytest.fixture(scope="module")
 def real_mesh() -> Iterator[RealMesh]:
+    with start_mesh() as mesh:
+        yield mesh
+
+
+@contextmanager
+def start_mesh(**extra_env: str) -> Iterator[RealMesh]:
+    """The four processes on a fresh database (``extra_env``: more JOBMESH_* settings)."""
     import redis
 
     client = redis.Redis.from_url(REDIS_TEST_URL)
@@ -88,6 +96,7 @@ def real_mesh() -> Iterator[RealMesh]:
         JOBMESH_SCHEDULER_ADDR=f"127.0.0.1:{ports['sched']}",
         JOBMESH_MONITOR_ADDR=f"127.0.0.1:{ports['mon_grpc']}",
         JOBMESH_WORKER_SLOTS="4",
+        **extra_env,
     )
     mesh = RealMesh(
         f"http://127.0.0.1:{ports['gw']}",

@@ -23,7 +23,9 @@ pytestmark = pytest.mark.e2e
 
 
 def copy_repository(dest: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    """The working tree as a clone of it would hold it: tracked and new files, nothing ignored."""
+    listing = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    files = subprocess.run(listing, cwd=ROOT, capture_output=True, check=True).stdout
     for name in filter(None, files.decode().split("\0")):
         source = ROOT / name
         if source.exists():
@@ -60,6 +62,7 @@ def test_make_up_from_fresh_copy(tmp_path: Path, procs: list[Proc]) -> None:
     procs.append(proc)
     proc.read_until(r"jobmesh: ready", timeout=240)
     assert (repo / ".jobmesh" / "jobmesh.db").exists(), "the embedded default is a SQLite file under .jobmesh/"
+    assert not (repo / "node_modules").exists(), "`make up` needs Python only, not Node"
     assert health_serving(ports["sched"])
     assert {"jobmesh.v1.AuthService", "jobmesh.v1.JobService", "jobmesh.v1.RunService"} <= listed_services(
         ports["sched"]

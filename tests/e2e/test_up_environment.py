@@ -75,7 +75,7 @@ def test_worker_holds_no_auth_secret(tmp_path: Path, procs: list[Proc]) -> None:
         JOBMESH_WORKER_SLOTS="3",
     )
     popen = subprocess.Popen(
-        [sys.executable, "-c", "from core.cli import main; main()", "up"],  # the `jobmesh` command, from ROOT
+        [sys.executable, "-c", "from launcher.cli import main; main()", "up"],  # the `jobmesh` command, from ROOT
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     up = Proc("jobmesh up", popen)

@@ -6,9 +6,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from core.dispatch_queue import DispatchQueue
 from core.settings import Settings
 from db.engine import Database
-from db.repositories.runs import RunRepository
+from db.repositories.run_lifecycle import RunLifecycleRepository
 from worker_svc.main import build_executor
 from worker_svc.worker import Worker, WorkerConfig
 
@@ -31,8 +32,8 @@ async def running_worker(
             settings.worker.prefetch if prefetch is None else prefetch,
             sandboxed,
         ),
-        RunRepository(db),
-        redis,
+        RunLifecycleRepository(db),
+        DispatchQueue(redis),
         build_executor(settings),
     )
     task = asyncio.create_task(worker.run())

@@ -13,9 +13,9 @@ import grpc
 import pytest
 from sqlalchemy import select, update
 
+from core.attempts import RunResult
 from core.domain import RunStatus
 from db.models import RunRow, ScheduleStateRow
-from db.repositories.runs import RunResult
 from gen.jobmesh.v1 import job_pb2, run_pb2
 from tests.conftest import Client, Mesh, wait_for
 from tests.integration.engine import running_worker
@@ -245,14 +245,14 @@ async def test_superseded_fencing_token_is_rejected(mesh: Mesh) -> None:
     user = await mesh.user()
     job = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC))), metadata=user.md)
     run = (await runs_of(user, job.id))[0]
-    repo = mesh.app.run_repo
+    repo = mesh.app.run_lifecycle
     when = run.scheduled_at.ToDatetime(tzinfo=UTC)
     now = datetime.now(UTC)
     async with mesh.app.db.transaction() as conn:
         await conn.execute(update(RunRow).where(RunRow.id == run.id).values(status="QUEUED"))
     assert await repo.start([(run.id, when)], "old-worker", "token-old", now)
     # The old worker's attempt is handed back and started again elsewhere (a newer token).
-    current = await repo.get(run.id)
+    current = await mesh.app.run_repo.get(run.id)
     assert current is not None and await repo.hand_back(current, "token-old", now)
     assert await repo.start([(run.id, when)], "new-worker", "token-new", now)
     assert not await repo.start([(run.id, when)], "third-worker", "token-3", now), "a run starts at most once"
@@ -262,7 +262,7 @@ async def test_superseded_fencing_token_is_rejected(mesh: Mesh) -> None:
     assert fresh.accepted == [run.id]
     again = await repo.finish([RunResult(run.id, when, "token-old", RunStatus.FAILED, 1, "later")], now)
     assert again.rejected == [run.id]
-    final = await repo.get(run.id)
+    final = await mesh.app.run_repo.get(run.id)
     assert final is not None and final.status is RunStatus.SUCCEEDED and final.worker_id == "new-worker"
 
 

@@ -176,7 +176,7 @@ async def test_network_round_trips_and_reaches_the_worker(mesh: Mesh) -> None:
     when = run.scheduled_at.ToDatetime(tzinfo=UTC)
     async with mesh.app.db.transaction() as conn:
         await conn.execute(update(RunRow).where(RunRow.id == run.id).values(status="QUEUED"))
-    [(_, job, _)] = await mesh.app.run_repo.start([(run.id, when)], "worker-1", "token-1", datetime.now(UTC))
+    [(_, job, _)] = await mesh.app.run_lifecycle.start([(run.id, when)], "worker-1", "token-1", datetime.now(UTC))
     assert job.id == host.id and job.network is Network.HOST
     # UpdateJob: by mask, by an empty mask (the fields set), and back to the default.
     updated = await user.jobs.UpdateJob(

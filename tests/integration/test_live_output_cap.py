@@ -18,6 +18,8 @@ import pytest
 from redis.asyncio import Redis
 
 from core import keys, runlog
+from core.dispatch_queue import DispatchQueue
+from core.domain import LogStream
 from core.settings import Settings
 from gen.jobmesh.v1 import job_pb2, run_pb2
 from tests.conftest import REDIS_TEST_URL, Client, Mesh, make_settings, wait_for
@@ -168,9 +170,9 @@ async def test_the_log_is_capped_exactly_in_bytes_and_entries_and_offsets_carry_
         last = entries[-1]
         return sum(len(f[b"d"]) for f in entries), len(entries), int(last[b"o"]) + len(last[b"d"])
 
-    first = LiveOutput(redis)
+    first = LiveOutput(DispatchQueue(redis))
     for _ in range(40):  # 4 MB, one append after another
-        first.put("r-cap", runlog.OUT, "z" * 99_999 + "\n")
+        first.put("r-cap", LogStream.STDOUT, "z" * 99_999 + "\n")
         await first.flush()
         size, _, _ = await kept()
         assert size <= runlog.LIVE_CAP_BYTES
@@ -178,9 +180,9 @@ async def test_the_log_is_capped_exactly_in_bytes_and_entries_and_offsets_carry_
     await first.close()
     assert size > runlog.LIVE_CAP_BYTES - runlog.MAX_ENTRY_BYTES
     # The run handed back and run again by another worker: its output carries on.
-    second = LiveOutput(redis)
+    second = LiveOutput(DispatchQueue(redis))
     for i in range(6000):  # tiny entries, the two streams in turn
-        second.put("r-cap", runlog.OUT if i % 2 else runlog.ERR, "a")
+        second.put("r-cap", LogStream.STDOUT if i % 2 else LogStream.STDERR, "a")
         if i % 100 == 99:
             await second.flush()
     await second.close()
@@ -188,7 +190,7 @@ async def test_the_log_is_capped_exactly_in_bytes_and_entries_and_offsets_carry_
     assert count == runlog.MAX_ENTRIES and size == runlog.MAX_ENTRIES
     assert end == 4_000_000 + 6000
     reader, missed = runlog.Continuity(), []
-    for entry in await runlog.read(redis, "r-cap", "0", None):
+    for entry in await DispatchQueue(redis).read_run_log("r-cap", "0", None):
         missed.append(reader.marker(entry))
     assert missed[0] == runlog.truncation_marker(4_000_000 + 1000) and not any(missed[1:])
 

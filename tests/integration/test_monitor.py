@@ -7,10 +7,12 @@ from datetime import UTC, datetime
 
 from redis.asyncio import Redis
 
+from core import convert
+from core.domain import Component, HealthReport, HealthStatus
 from db.engine import Database
 from gen.jobmesh.v1 import job_pb2
-from monitor_svc.health import DEGRADED, NOT_SERVING, SERVING, Component, HealthReport, MeshHealth
-from monitor_svc.health_servicer import report_to_proto, to_json
+from monitor_svc.health import MeshHealth
+from monitor_svc.health_servicer import to_json
 from tests.conftest import Mesh, make_settings, wait_for
 from tests.integration.engine import running_worker
 from tests.integration.jobhelp import one_time, recurring
@@ -20,16 +22,16 @@ async def test_health_follows_its_dependencies(mesh: Mesh) -> None:
     health = MeshHealth(mesh.app.db, mesh.app.redis, 10.0)
     report = await health.check()
     parts = {c.name: c.status for c in report.components}
-    assert parts["database"] == SERVING and parts["redis"] == SERVING
-    assert report.status == DEGRADED and parts["workers"] == DEGRADED, "no worker is alive"
+    assert parts["database"] == HealthStatus.SERVING and parts["redis"] == HealthStatus.SERVING
+    assert report.status == HealthStatus.DEGRADED and parts["workers"] == HealthStatus.DEGRADED, "no worker is alive"
 
     dead_db = Database.from_url("mysql+asyncmy://root@127.0.0.1:1/nowhere", 1)
     dead_redis = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
     try:
         for db, redis, down in ((dead_db, mesh.app.redis, "database"), (mesh.app.db, dead_redis, "redis")):
             report = await MeshHealth(db, redis, 10.0).check()
-            assert report.status == NOT_SERVING
-            assert {c.name: c.status for c in report.components}[down] == NOT_SERVING
+            assert report.status == HealthStatus.NOT_SERVING
+            assert {c.name: c.status for c in report.components}[down] == HealthStatus.NOT_SERVING
     finally:
         await dead_db.close()
         await dead_redis.aclose()
@@ -60,20 +62,20 @@ async def test_health_names_each_worker_running_without_sandbox(mesh: Mesh, mysq
         return report if condition(report) else None
 
     async with running_worker(settings, "isolated-worker"):
-        report = await wait_for(lambda: report_when(lambda r: r.status == SERVING))
+        report = await wait_for(lambda: report_when(lambda r: r.status == HealthStatus.SERVING))
         assert not flagged(report)
         async with running_worker(settings, "bare-worker", sandboxed=False):
             report = await wait_for(lambda: report_when(lambda r: "worker:bare-worker" in flagged(r)))
-        assert report.status == DEGRADED
+        assert report.status == HealthStatus.DEGRADED
         assert list(flagged(report)) == ["worker:bare-worker"], "the sandboxed worker is not named"
         bare = flagged(report)["worker:bare-worker"]
-        assert bare.status == DEGRADED
+        assert bare.status == HealthStatus.DEGRADED
         assert bare.detail == (
             "worker bare-worker: sandbox off (JOBMESH_WORKER_SANDBOX=off): scripts run without isolation"
             " — development only"
         )
-        body = to_json(report_to_proto(report))  # what GetHealth and /api/health answer
+        body = to_json(convert.health_report_to_proto(report))  # what GetHealth and /api/health answer
         assert {"name": bare.name, "status": "HEALTH_STATUS_DEGRADED", "detail": bare.detail} in body["components"]
         # The unsandboxed worker stopped: the mesh is healthy again.
         report = await wait_for(lambda: report_when(lambda r: not flagged(r)))
-        assert report.status == SERVING, report
+        assert report.status == HealthStatus.SERVING, report

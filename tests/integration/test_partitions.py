@@ -6,12 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
+from core.attempts import new_run
 from core.domain import Job as DomainJob
 from core.domain import JobType, RunTrigger
 from db import migrate
 from db.engine import Database
 from db.partitions import list_partitions, maintain_partitions
-from db.repositories.runs import RunRepository, new_run
+from db.repositories.runs import RunRepository
 from tests.conftest import mysql, new_database
 
 

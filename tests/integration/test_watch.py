@@ -9,6 +9,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from core import keys, runlog
+from core.dispatch_queue import DispatchQueue
+from core.domain import LogStream
 from gen.jobmesh.v1 import job_pb2, run_pb2
 from tests.conftest import Client, Mesh, wait_for
 from tests.integration.engine import running_worker
@@ -107,21 +109,22 @@ async def test_a_character_split_across_writes_arrives_whole(mesh: Mesh) -> None
 
 
 async def test_live_output_of_many_runs_is_appended_in_one_batch_in_order(redis: Redis) -> None:
-    live = LiveOutput(redis)
+    dispatch = DispatchQueue(redis)
+    live = LiveOutput(dispatch)
     for run_id, kind, data in [
-        ("r1", runlog.OUT, "a1\n"),
-        ("r2", runlog.ERR, "b1\n"),
-        ("r1", runlog.OUT, "a2\n"),
-        ("r1", runlog.ERR, "a3\n"),
-        ("r2", runlog.ERR, "b2\n"),
-        ("r1", runlog.OUT, "a4 é\n"),
+        ("r1", LogStream.STDOUT, "a1\n"),
+        ("r2", LogStream.STDERR, "b1\n"),
+        ("r1", LogStream.STDOUT, "a2\n"),
+        ("r1", LogStream.STDERR, "a3\n"),
+        ("r2", LogStream.STDERR, "b2\n"),
+        ("r1", LogStream.STDOUT, "a4 é\n"),
     ]:
         live.put(run_id, kind, data)
     await live.flush()
     await live.close()
-    first = [(e.kind, e.data, e.offset) for e in await runlog.read(redis, "r1", "0", None)]
-    second = [(e.kind, e.data, e.offset) for e in await runlog.read(redis, "r2", "0", None)]
-    assert first == [(runlog.OUT, "a1\na2\n", 0), (runlog.ERR, "a3\n", 6), (runlog.OUT, "a4 é\n", 9)]
-    assert second == [(runlog.ERR, "b1\nb2\n", 0)]
+    first = [(e.kind, e.data, e.offset) for e in await dispatch.read_run_log("r1", "0", None)]
+    second = [(e.kind, e.data, e.offset) for e in await dispatch.read_run_log("r2", "0", None)]
+    assert first == [(LogStream.STDOUT, "a1\na2\n", 0), (LogStream.STDERR, "a3\n", 6), (LogStream.STDOUT, "a4 é\n", 9)]
+    assert second == [(LogStream.STDERR, "b1\nb2\n", 0)]
     for run_id in ("r1", "r2"):
         assert 0 < await redis.ttl(keys.run_log_channel(run_id)) <= runlog.TTL_SECONDS

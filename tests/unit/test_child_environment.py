@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from core.cli import PROCESSES, child_environment
 from core.settings import AuthSettings, DatabaseSettings, RedisSettings, ServerSettings, WorkerSettings
+from launcher.cli import PROCESSES, child_environment
 
 SECRET = "a-jwt-secret-" + "s" * 32
 ADMIN_PASSWORD = "an-admin-password"

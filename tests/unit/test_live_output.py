@@ -3,14 +3,17 @@ a reader of the live log is told, on a line of its own, how much output it misse
 
 from __future__ import annotations
 
-from core.runlog import ERR, OUT, Continuity, LogEntry, truncation_marker
+from core.domain import LogStream
+from core.runlog import Continuity, LogEntry, truncation_marker
 from worker_svc.live_output import PendingOutput
+
+STDOUT, STDERR = LogStream.STDOUT, LogStream.STDERR
 
 
 def test_pending_output_keeps_the_newest_bytes_and_counts_the_rest() -> None:
     pending = PendingOutput(cap=100, max_entries=50, entry_bytes=30)
     for i in range(1000):
-        pending.add(OUT, f"{i:09d}\n".encode())
+        pending.add(STDOUT, f"{i:09d}\n".encode())
         assert pending.size <= 100
     dropped, entries = pending.take()
     data = b"".join(d for _, d in entries)
@@ -22,23 +25,23 @@ def test_pending_output_keeps_the_newest_bytes_and_counts_the_rest() -> None:
 
 def test_one_huge_write_keeps_its_tail_and_drops_what_was_pending() -> None:
     pending = PendingOutput(cap=100, max_entries=50, entry_bytes=64)
-    pending.add(ERR, b"old\n")
-    pending.add(OUT, b"x" * 1000 + b"end\n")
+    pending.add(STDERR, b"old\n")
+    pending.add(STDOUT, b"x" * 1000 + b"end\n")
     dropped, entries = pending.take()
-    assert [k for k, _ in entries] == [OUT, OUT]
+    assert [k for k, _ in entries] == [STDOUT, STDOUT]
     assert b"".join(d for _, d in entries) == b"x" * 96 + b"end\n"
     assert dropped == 4 + 904
 
 
 def test_splits_and_cuts_fall_between_characters() -> None:
     pending = PendingOutput(cap=10, max_entries=50, entry_bytes=4)
-    pending.add(OUT, "ééééé€".encode())  # 2 bytes each, then 3
+    pending.add(STDOUT, "ééééé€".encode())  # 2 bytes each, then 3
     _, entries = pending.take()
     for _, data in entries:
         data.decode()  # each entry is whole characters
         assert len(data) <= 4
     assert b"".join(d for _, d in entries).decode().endswith("€")
-    pending.add(OUT, "€€€€".encode())  # 12 bytes: the first one cannot stay, nor half of it
+    pending.add(STDOUT, "€€€€".encode())  # 12 bytes: the first one cannot stay, nor half of it
     dropped, entries = pending.take()
     assert b"".join(d for _, d in entries).decode() == "€€€" and dropped == 3
 
@@ -46,13 +49,13 @@ def test_splits_and_cuts_fall_between_characters() -> None:
 def test_streams_take_turns_in_separate_entries_and_their_number_is_capped() -> None:
     pending = PendingOutput(cap=1000, max_entries=4, entry_bytes=100)
     for i in range(10):
-        pending.add(OUT if i % 2 else ERR, f"{i}".encode())
+        pending.add(STDOUT if i % 2 else STDERR, f"{i}".encode())
     dropped, entries = pending.take()
-    assert entries == [(ERR, b"6"), (OUT, b"7"), (ERR, b"8"), (OUT, b"9")]
+    assert entries == [(STDERR, b"6"), (STDOUT, b"7"), (STDERR, b"8"), (STDOUT, b"9")]
     assert dropped == 6
 
 
-def entry(offset: int | None, data: str, kind: str = OUT) -> LogEntry:
+def entry(offset: int | None, data: str, kind: LogStream | str = STDOUT) -> LogEntry:
     return LogEntry("0-1", kind, data, offset)
 
 

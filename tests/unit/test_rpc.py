@@ -43,10 +43,24 @@ async def _stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIte
     yield _behave(request)
 
 
+async def _collect(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+    return b",".join([_behave(request) async for request in requests])
+
+
+async def _chat(requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+    async for request in requests:
+        yield _behave(request)
+
+
 def _add(servicer: Any, server: grpc.aio.Server) -> None:
     handler = grpc.method_handlers_generic_handler(
         SERVICE,
-        {"Unary": grpc.unary_unary_rpc_method_handler(_unary), "Stream": grpc.unary_stream_rpc_method_handler(_stream)},
+        {
+            "Unary": grpc.unary_unary_rpc_method_handler(_unary),
+            "Stream": grpc.unary_stream_rpc_method_handler(_stream),
+            "Collect": grpc.stream_unary_rpc_method_handler(_collect),
+            "Chat": grpc.stream_stream_rpc_method_handler(_chat),
+        },
     )
     server.add_generic_rpc_handlers((handler,))
 
@@ -122,6 +136,30 @@ async def test_errors_become_statuses_with_details_and_are_counted(channel: grpc
         "INTERNAL": 1,
         "UNAUTHENTICATED": 1,
     }
+
+
+@pytest.mark.parametrize("kind", ["Collect", "Chat"])
+async def test_methods_that_take_a_stream_are_guarded_too(channel: grpc.aio.Channel, kind: str) -> None:
+    path = f"/{SERVICE}/{kind}"
+    call = channel.stream_unary(path) if kind == "Collect" else channel.stream_stream(path)
+
+    async def invoke(requests: list[bytes], metadata: Any = GOOD) -> list[bytes]:
+        result = call(iter(requests), metadata=metadata)
+        if kind == "Collect":
+            return [await result]
+        return [item async for item in result]
+
+    before = _handled(kind, "UNAUTHENTICATED")
+    with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+        await invoke([b"ok"], ())
+    assert anonymous.value.code() is grpc.StatusCode.UNAUTHENTICATED
+    assert _handled(kind, "UNAUTHENTICATED") == before + 1
+
+    answer = await invoke([b"ok", b"ok"], (*GOOD, ("x-request-id", "req-7")))
+    assert b",".join(answer) == b"alice|req-7,alice|req-7"
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await invoke([b"ok", b"invalid"])
+    assert bad.value.code() is grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_a_stream_the_client_cancels_is_counted_as_cancelled(channel: grpc.aio.Channel) -> None:

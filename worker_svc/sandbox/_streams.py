@@ -8,8 +8,10 @@ import contextlib
 import os
 from collections.abc import Callable
 
+from core.domain import LogStream
+
 # Called with each chunk as it is read; must not block (it runs in the reader callback).
-OutputCallback = Callable[[str, bytes], None]
+OutputCallback = Callable[[LogStream, bytes], None]
 
 READ_CHUNK = 65536
 # A script's stream is read at most once per this long while the script runs: what
@@ -61,7 +63,10 @@ class Streams:
         self, stdout: int, stderr: int, out: TailBuffer, err: TailBuffer, on_output: OutputCallback | None
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        self._open: dict[int, tuple[TailBuffer, str]] = {stdout: (out, "stdout"), stderr: (err, "stderr")}
+        self._open: dict[int, tuple[TailBuffer, LogStream]] = {
+            stdout: (out, LogStream.STDOUT),
+            stderr: (err, LogStream.STDERR),
+        }
         self._on_output = on_output
         self._done: asyncio.Future[None] = self._loop.create_future()
         self._later: dict[int, asyncio.TimerHandle] = {}
@@ -96,10 +101,10 @@ class Streams:
             self._close(fd)
             return 0
         self._last_read[fd] = self._loop.time()
-        buffer, name = self._open[fd]
+        buffer, stream = self._open[fd]
         buffer.write(chunk)
         if self._on_output is not None:
-            self._on_output(name, chunk)
+            self._on_output(stream, chunk)
         return len(chunk)
 
     def _close(self, fd: int) -> None:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17jobmesh/v1/health.proto\x12\njobmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetHealthRequest\"Y\n\x0f\x43omponentHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.jobmesh.v1.HealthStatus\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x9e\x01\n\x11GetHealthResponse\x12(\n\x06status\x18\x01 \x01(\x0e\x32\x18.jobmesh.v1.HealthStatus\x12/\n\ncomponents\x18\x02 \x03(\x0b\x32\x1b.jobmesh.v1.ComponentHealth\x12.\n\ncheck_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x13\n\x11GetMetricsRequest\"\xf7\x03\n\x12GetMetricsResponse\x12\x46\n\rjobs_by_state\x18\x01 \x03(\x0b\x32/.jobmesh.v1.GetMetricsResponse.JobsByStateEntry\x12H\n\x0eruns_by_status\x18\x02 \x03(\x0b\x32\x30.jobmesh.v1.GetMetricsResponse.RunsByStatusEntry\x12\x45\n\x0cqueue_depths\x18\x03 \x03(\x0b\x32/.jobmesh.v1.GetMetricsResponse.QueueDepthsEntry\x12\x15\n\rworkers_alive\x18\x04 \x01(\x05\x12\"\n\x1aoldest_pending_age_seconds\x18\x05 \x01(\x01\x12\x18\n\x10runs_last_minute\x18\x06 \x01(\x03\x12\x16\n\x0eruns_last_hour\x18\x07 \x01(\x03\x1a\x32\n\x10JobsByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x33\n\x11RunsByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x32\n\x10QueueDepthsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01*\x83\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_SERVING\x10\x01\x12\x1a\n\x16HEALTH_STATUS_DEGRADED\x10\x02\x12\x1d\n\x19HEALTH_STATUS_NOT_SERVING\x10\x03\x32\xa6\x01\n\rHealthService\x12H\n\tGetHealth\x12\x1c.jobmesh.v1.GetHealthRequest\x1a\x1d.jobmesh.v1.GetHealthResponse\x12K\n\nGetMetrics\x12\x1d.jobmesh.v1.GetMetricsRequest\x1a\x1e.jobmesh.v1.GetMetricsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17jobmesh/v1/health.proto\x12\njobmesh.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetHealthRequest\"Y\n\x0f\x43omponentHealth\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.jobmesh.v1.HealthStatus\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t\"\x9e\x01\n\x11GetHealthResponse\x12(\n\x06status\x18\x01 \x01(\x0e\x32\x18.jobmesh.v1.HealthStatus\x12/\n\ncomponents\x18\x02 \x03(\x0b\x32\x1b.jobmesh.v1.ComponentHealth\x12.\n\ncheck_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x13\n\x11GetMetricsRequest\"\xeb\x04\n\x12GetMetricsResponse\x12\x46\n\rjobs_by_state\x18\x01 \x03(\x0b\x32/.jobmesh.v1.GetMetricsResponse.JobsByStateEntry\x12H\n\x0eruns_by_status\x18\x02 \x03(\x0b\x32\x30.jobmesh.v1.GetMetricsResponse.RunsByStatusEntry\x12\x45\n\x0cqueue_depths\x18\x03 \x03(\x0b\x32/.jobmesh.v1.GetMetricsResponse.QueueDepthsEntry\x12\x15\n\rworkers_alive\x18\x04 \x01(\x05\x12\"\n\x1aoldest_pending_age_seconds\x18\x05 \x01(\x01\x12\x18\n\x10runs_last_minute\x18\x06 \x01(\x03\x12\x16\n\x0eruns_last_hour\x18\x07 \x01(\x03\x12\x1c\n\x14lateness_p50_seconds\x18\x08 \x01(\x01\x12\x1c\n\x14lateness_p99_seconds\x18\t \x01(\x01\x12\x1c\n\x14lateness_sample_size\x18\n \x01(\x03\x12\x18\n\x10schedulers_alive\x18\x0b \x01(\x05\x1a\x32\n\x10JobsByStateEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x33\n\x11RunsByStatusEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\x1a\x32\n\x10QueueDepthsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01*\x83\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_SERVING\x10\x01\x12\x1a\n\x16HEALTH_STATUS_DEGRADED\x10\x02\x12\x1d\n\x19HEALTH_STATUS_NOT_SERVING\x10\x03\x32\xa6\x01\n\rHealthService\x12H\n\tGetHealth\x12\x1c.jobmesh.v1.GetHealthRequest\x1a\x1d.jobmesh.v1.GetHealthResponse\x12K\n\nGetMetrics\x12\x1d.jobmesh.v1.GetMetricsRequest\x1a\x1e.jobmesh.v1.GetMetricsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,8 +38,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMETRICSRESPONSE_RUNSBYSTATUSENTRY']._serialized_options = b'8\001'
   _globals['_GETMETRICSRESPONSE_QUEUEDEPTHSENTRY']._loaded_options = None
   _globals['_GETMETRICSRESPONSE_QUEUEDEPTHSENTRY']._serialized_options = b'8\001'
-  _globals['_HEALTHSTATUS']._serialized_start=872
-  _globals['_HEALTHSTATUS']._serialized_end=1003
+  _globals['_HEALTHSTATUS']._serialized_start=988
+  _globals['_HEALTHSTATUS']._serialized_end=1119
   _globals['_GETHEALTHREQUEST']._serialized_start=72
   _globals['_GETHEALTHREQUEST']._serialized_end=90
   _globals['_COMPONENTHEALTH']._serialized_start=92
@@ -49,13 +49,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMETRICSREQUEST']._serialized_start=344
   _globals['_GETMETRICSREQUEST']._serialized_end=363
   _globals['_GETMETRICSRESPONSE']._serialized_start=366
-  _globals['_GETMETRICSRESPONSE']._serialized_end=869
-  _globals['_GETMETRICSRESPONSE_JOBSBYSTATEENTRY']._serialized_start=714
-  _globals['_GETMETRICSRESPONSE_JOBSBYSTATEENTRY']._serialized_end=764
-  _globals['_GETMETRICSRESPONSE_RUNSBYSTATUSENTRY']._serialized_start=766
-  _globals['_GETMETRICSRESPONSE_RUNSBYSTATUSENTRY']._serialized_end=817
-  _globals['_GETMETRICSRESPONSE_QUEUEDEPTHSENTRY']._serialized_start=819
-  _globals['_GETMETRICSRESPONSE_QUEUEDEPTHSENTRY']._serialized_end=869
-  _globals['_HEALTHSERVICE']._serialized_start=1006
-  _globals['_HEALTHSERVICE']._serialized_end=1172
+  _globals['_GETMETRICSRESPONSE']._serialized_end=985
+  _globals['_GETMETRICSRESPONSE_JOBSBYSTATEENTRY']._serialized_start=830
+  _globals['_GETMETRICSRESPONSE_JOBSBYSTATEENTRY']._serialized_end=880
+  _globals['_GETMETRICSRESPONSE_RUNSBYSTATUSENTRY']._serialized_start=882
+  _globals['_GETMETRICSRESPONSE_RUNSBYSTATUSENTRY']._serialized_end=933
+  _globals['_GETMETRICSRESPONSE_QUEUEDEPTHSENTRY']._serialized_start=935
+  _globals['_GETMETRICSRESPONSE_QUEUEDEPTHSENTRY']._serialized_end=985
+  _globals['_HEALTHSERVICE']._serialized_start=1122
+  _globals['_HEALTHSERVICE']._serialized_end=1288
 # @@protoc_insertion_point(module_scope)

@@ -224,6 +224,10 @@ class GetMetricsResponse(_message.Message):
     OLDEST_PENDING_AGE_SECONDS_FIELD_NUMBER: _builtins.int
     RUNS_LAST_MINUTE_FIELD_NUMBER: _builtins.int
     RUNS_LAST_HOUR_FIELD_NUMBER: _builtins.int
+    LATENESS_P50_SECONDS_FIELD_NUMBER: _builtins.int
+    LATENESS_P99_SECONDS_FIELD_NUMBER: _builtins.int
+    LATENESS_SAMPLE_SIZE_FIELD_NUMBER: _builtins.int
+    SCHEDULERS_ALIVE_FIELD_NUMBER: _builtins.int
     workers_alive: _builtins.int
     """Workers that heartbeated within the liveness window."""
     oldest_pending_age_seconds: _builtins.float
@@ -232,6 +236,17 @@ class GetMetricsResponse(_message.Message):
     """Runs that finished in the last 60 seconds."""
     runs_last_hour: _builtins.int
     """Runs that finished in the last 3600 seconds."""
+    lateness_p50_seconds: _builtins.float
+    """Median schedule lateness (start time minus due time), seconds, over the
+    runs that started and ended in the last 24 hours (the newest 10000); 0
+    when none.
+    """
+    lateness_p99_seconds: _builtins.float
+    """99th percentile of the same lateness, seconds."""
+    lateness_sample_size: _builtins.int
+    """How many runs the lateness figures are computed over."""
+    schedulers_alive: _builtins.int
+    """Scheduler instances whose loops heartbeated within 10 seconds."""
     @_builtins.property
     def jobs_by_state(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
         """Number of jobs per state name (e.g. "ACTIVE")."""
@@ -254,10 +269,14 @@ class GetMetricsResponse(_message.Message):
         oldest_pending_age_seconds: _builtins.float = ...,
         runs_last_minute: _builtins.int = ...,
         runs_last_hour: _builtins.int = ...,
+        lateness_p50_seconds: _builtins.float = ...,
+        lateness_p99_seconds: _builtins.float = ...,
+        lateness_sample_size: _builtins.int = ...,
+        schedulers_alive: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs_by_state", b"jobs_by_state", "oldest_pending_age_seconds", b"oldest_pending_age_seconds", "queue_depths", b"queue_depths", "runs_by_status", b"runs_by_status", "runs_last_hour", b"runs_last_hour", "runs_last_minute", b"runs_last_minute", "workers_alive", b"workers_alive"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs_by_state", b"jobs_by_state", "lateness_p50_seconds", b"lateness_p50_seconds", "lateness_p99_seconds", b"lateness_p99_seconds", "lateness_sample_size", b"lateness_sample_size", "oldest_pending_age_seconds", b"oldest_pending_age_seconds", "queue_depths", b"queue_depths", "runs_by_status", b"runs_by_status", "runs_last_hour", b"runs_last_hour", "runs_last_minute", b"runs_last_minute", "schedulers_alive", b"schedulers_alive", "workers_alive", b"workers_alive"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

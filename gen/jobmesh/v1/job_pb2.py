@@ -27,53 +27,53 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from gen.jobmesh.v1 import run_pb2 as jobmesh_dot_v1_dot_run__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14jobmesh/v1/job.proto\x12\njobmesh.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14jobmesh/v1/run.proto\"\x9e\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12+\n\x08strategy\x18\x02 \x01(\x0e\x32\x19.jobmesh.v1.RetryStrategy\x12\x1d\n\x15initial_delay_seconds\x18\x03 \x01(\x05\x12\x19\n\x11max_delay_seconds\x18\x04 \x01(\x05\x12\x12\n\nmultiplier\x18\x05 \x01(\x01\"\x94\x05\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12%\n\x08job_type\x18\x04 \x01(\x0e\x32\x13.jobmesh.v1.JobType\x12\x11\n\tcron_expr\x18\x05 \x01(\t\x12\x10\n\x08timezone\x18\x06 \x01(\t\x12\x30\n\x0cscheduled_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0escript_content\x18\x08 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\t \x01(\x05\x12-\n\x0cretry_policy\x18\n \x01(\x0b\x32\x17.jobmesh.v1.RetryPolicy\x12\x31\n\x0emisfire_policy\x18\x0b \x01(\x0e\x32\x19.jobmesh.v1.MisfirePolicy\x12\x31\n\x0eoverlap_policy\x18\x0c \x01(\x0e\x32\x19.jobmesh.v1.OverlapPolicy\x12\r\n\x05queue\x18\r \x01(\t\x12#\n\x05state\x18\x0e \x01(\x0e\x32\x14.jobmesh.v1.JobState\x12\x0f\n\x07version\x18\x0f \x01(\x05\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14max_lateness_seconds\x18\x12 \x01(\x05\x12\x32\n\x0enext_fire_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x07network\x18\x14 \x01(\x0e\x32\x13.jobmesh.v1.Network\"D\n\x10\x43reateJobRequest\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.jobmesh.v1.Job\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xa4\x01\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.jobmesh.v1.JobState\x12%\n\x08job_type\x18\x04 \x01(\x0e\x32\x13.jobmesh.v1.JobType\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x10\n\x08owner_id\x18\x06 \x01(\t\"^\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.jobmesh.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"a\n\x10UpdateJobRequest\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.jobmesh.v1.Job\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x1e\n\x10\x44\x65leteJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\x0fPauseJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10ResumeJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10RunJobNowRequest\x12\n\n\x02id\x18\x01 \x01(\t\"w\n\x16PreviewScheduleRequest\x12\x11\n\tcron_expr\x18\x01 \x01(\t\x12\x10\n\x08timezone\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12)\n\x05\x61\x66ter\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x82\x01\n\x08\x46ireTime\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlocal_time\x18\x02 \x01(\t\x12\x12\n\nutc_offset\x18\x03 \x01(\t\x12\x16\n\x0e\x64st_transition\x18\x04 \x01(\x08\x12\x0c\n\x04note\x18\x05 \x01(\t\"C\n\x17PreviewScheduleResponse\x12(\n\nfire_times\x18\x01 \x03(\x0b\x32\x14.jobmesh.v1.FireTime*R\n\x07JobType\x12\x18\n\x14JOB_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_TYPE_ONE_TIME\x10\x01\x12\x16\n\x12JOB_TYPE_RECURRING\x10\x02*\x81\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_ACTIVE\x10\x01\x12\x14\n\x10JOB_STATE_PAUSED\x10\x02\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATE_DELETED\x10\x04*\x9c\x01\n\rRetryStrategy\x12\x1e\n\x1aRETRY_STRATEGY_UNSPECIFIED\x10\x00\x12&\n\"RETRY_STRATEGY_EXPONENTIAL_BACKOFF\x10\x01\x12!\n\x1dRETRY_STRATEGY_LINEAR_BACKOFF\x10\x02\x12 \n\x1cRETRY_STRATEGY_FIXED_BACKOFF\x10\x03*\x81\x01\n\rMisfirePolicy\x12\x1e\n\x1aMISFIRE_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13MISFIRE_POLICY_SKIP\x10\x01\x12\x1b\n\x17MISFIRE_POLICY_RUN_ONCE\x10\x02\x12\x1a\n\x16MISFIRE_POLICY_RUN_ALL\x10\x03*\x80\x01\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14OVERLAP_POLICY_ALLOW\x10\x01\x12\x19\n\x15OVERLAP_POLICY_FORBID\x10\x02\x12\x1a\n\x16OVERLAP_POLICY_REPLACE\x10\x03*F\n\x07Network\x12\x17\n\x13NETWORK_UNSPECIFIED\x10\x00\x12\x10\n\x0cNETWORK_NONE\x10\x01\x12\x10\n\x0cNETWORK_HOST\x10\x02\x32\xcb\x04\n\nJobService\x12:\n\tCreateJob\x12\x1c.jobmesh.v1.CreateJobRequest\x1a\x0f.jobmesh.v1.Job\x12\x34\n\x06GetJob\x12\x19.jobmesh.v1.GetJobRequest\x1a\x0f.jobmesh.v1.Job\x12\x45\n\x08ListJobs\x12\x1b.jobmesh.v1.ListJobsRequest\x1a\x1c.jobmesh.v1.ListJobsResponse\x12:\n\tUpdateJob\x12\x1c.jobmesh.v1.UpdateJobRequest\x1a\x0f.jobmesh.v1.Job\x12:\n\tDeleteJob\x12\x1c.jobmesh.v1.DeleteJobRequest\x1a\x0f.jobmesh.v1.Job\x12\x38\n\x08PauseJob\x12\x1b.jobmesh.v1.PauseJobRequest\x1a\x0f.jobmesh.v1.Job\x12:\n\tResumeJob\x12\x1c.jobmesh.v1.ResumeJobRequest\x1a\x0f.jobmesh.v1.Job\x12:\n\tRunJobNow\x12\x1c.jobmesh.v1.RunJobNowRequest\x1a\x0f.jobmesh.v1.Run\x12Z\n\x0fPreviewSchedule\x12\".jobmesh.v1.PreviewScheduleRequest\x1a#.jobmesh.v1.PreviewScheduleResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14jobmesh/v1/job.proto\x12\njobmesh.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14jobmesh/v1/run.proto\"\x9e\x01\n\x0bRetryPolicy\x12\x14\n\x0cmax_attempts\x18\x01 \x01(\x05\x12+\n\x08strategy\x18\x02 \x01(\x0e\x32\x19.jobmesh.v1.RetryStrategy\x12\x1d\n\x15initial_delay_seconds\x18\x03 \x01(\x05\x12\x19\n\x11max_delay_seconds\x18\x04 \x01(\x05\x12\x12\n\nmultiplier\x18\x05 \x01(\x01\"\xb2\x05\n\x03Job\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08owner_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12%\n\x08job_type\x18\x04 \x01(\x0e\x32\x13.jobmesh.v1.JobType\x12\x11\n\tcron_expr\x18\x05 \x01(\t\x12\x10\n\x08timezone\x18\x06 \x01(\t\x12\x30\n\x0cscheduled_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0escript_content\x18\x08 \x01(\t\x12\x17\n\x0ftimeout_seconds\x18\t \x01(\x05\x12-\n\x0cretry_policy\x18\n \x01(\x0b\x32\x17.jobmesh.v1.RetryPolicy\x12\x31\n\x0emisfire_policy\x18\x0b \x01(\x0e\x32\x19.jobmesh.v1.MisfirePolicy\x12\x31\n\x0eoverlap_policy\x18\x0c \x01(\x0e\x32\x19.jobmesh.v1.OverlapPolicy\x12\r\n\x05queue\x18\r \x01(\t\x12#\n\x05state\x18\x0e \x01(\x0e\x32\x14.jobmesh.v1.JobState\x12\x0f\n\x07version\x18\x0f \x01(\x05\x12/\n\x0b\x63reate_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1c\n\x14max_lateness_seconds\x18\x12 \x01(\x05\x12\x32\n\x0enext_fire_time\x18\x13 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12$\n\x07network\x18\x14 \x01(\x0e\x32\x13.jobmesh.v1.Network\x12\x1c\n\x14schedule_description\x18\x15 \x01(\t\"D\n\x10\x43reateJobRequest\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.jobmesh.v1.Job\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"\x1b\n\rGetJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\xca\x01\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.jobmesh.v1.JobState\x12%\n\x08job_type\x18\x04 \x01(\x0e\x32\x13.jobmesh.v1.JobType\x12\x0c\n\x04skip\x18\x05 \x01(\x05\x12\x10\n\x08owner_id\x18\x06 \x01(\t\x12\r\n\x05queue\x18\x07 \x01(\t\x12\x15\n\rname_contains\x18\x08 \x01(\t\"^\n\x10ListJobsResponse\x12\x1d\n\x04jobs\x18\x01 \x03(\x0b\x32\x0f.jobmesh.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"a\n\x10UpdateJobRequest\x12\x1c\n\x03job\x18\x01 \x01(\x0b\x32\x0f.jobmesh.v1.Job\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"\x1e\n\x10\x44\x65leteJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1d\n\x0fPauseJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10ResumeJobRequest\x12\n\n\x02id\x18\x01 \x01(\t\"\x1e\n\x10RunJobNowRequest\x12\n\n\x02id\x18\x01 \x01(\t\"w\n\x16PreviewScheduleRequest\x12\x11\n\tcron_expr\x18\x01 \x01(\t\x12\x10\n\x08timezone\x18\x02 \x01(\t\x12\r\n\x05\x63ount\x18\x03 \x01(\x05\x12)\n\x05\x61\x66ter\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x82\x01\n\x08\x46ireTime\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlocal_time\x18\x02 \x01(\t\x12\x12\n\nutc_offset\x18\x03 \x01(\t\x12\x16\n\x0e\x64st_transition\x18\x04 \x01(\x08\x12\x0c\n\x04note\x18\x05 \x01(\t\"X\n\x17PreviewScheduleResponse\x12(\n\nfire_times\x18\x01 \x03(\x0b\x32\x14.jobmesh.v1.FireTime\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t*R\n\x07JobType\x12\x18\n\x14JOB_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11JOB_TYPE_ONE_TIME\x10\x01\x12\x16\n\x12JOB_TYPE_RECURRING\x10\x02*\x81\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_ACTIVE\x10\x01\x12\x14\n\x10JOB_STATE_PAUSED\x10\x02\x12\x17\n\x13JOB_STATE_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATE_DELETED\x10\x04*\x9c\x01\n\rRetryStrategy\x12\x1e\n\x1aRETRY_STRATEGY_UNSPECIFIED\x10\x00\x12&\n\"RETRY_STRATEGY_EXPONENTIAL_BACKOFF\x10\x01\x12!\n\x1dRETRY_STRATEGY_LINEAR_BACKOFF\x10\x02\x12 \n\x1cRETRY_STRATEGY_FIXED_BACKOFF\x10\x03*\x81\x01\n\rMisfirePolicy\x12\x1e\n\x1aMISFIRE_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13MISFIRE_POLICY_SKIP\x10\x01\x12\x1b\n\x17MISFIRE_POLICY_RUN_ONCE\x10\x02\x12\x1a\n\x16MISFIRE_POLICY_RUN_ALL\x10\x03*\x80\x01\n\rOverlapPolicy\x12\x1e\n\x1aOVERLAP_POLICY_UNSPECIFIED\x10\x00\x12\x18\n\x14OVERLAP_POLICY_ALLOW\x10\x01\x12\x19\n\x15OVERLAP_POLICY_FORBID\x10\x02\x12\x1a\n\x16OVERLAP_POLICY_REPLACE\x10\x03*F\n\x07Network\x12\x17\n\x13NETWORK_UNSPECIFIED\x10\x00\x12\x10\n\x0cNETWORK_NONE\x10\x01\x12\x10\n\x0cNETWORK_HOST\x10\x02\x32\xcb\x04\n\nJobService\x12:\n\tCreateJob\x12\x1c.jobmesh.v1.CreateJobRequest\x1a\x0f.jobmesh.v1.Job\x12\x34\n\x06GetJob\x12\x19.jobmesh.v1.GetJobRequest\x1a\x0f.jobmesh.v1.Job\x12\x45\n\x08ListJobs\x12\x1b.jobmesh.v1.ListJobsRequest\x1a\x1c.jobmesh.v1.ListJobsResponse\x12:\n\tUpdateJob\x12\x1c.jobmesh.v1.UpdateJobRequest\x1a\x0f.jobmesh.v1.Job\x12:\n\tDeleteJob\x12\x1c.jobmesh.v1.DeleteJobRequest\x1a\x0f.jobmesh.v1.Job\x12\x38\n\x08PauseJob\x12\x1b.jobmesh.v1.PauseJobRequest\x1a\x0f.jobmesh.v1.Job\x12:\n\tResumeJob\x12\x1c.jobmesh.v1.ResumeJobRequest\x1a\x0f.jobmesh.v1.Job\x12:\n\tRunJobNow\x12\x1c.jobmesh.v1.RunJobNowRequest\x1a\x0f.jobmesh.v1.Run\x12Z\n\x0fPreviewSchedule\x12\".jobmesh.v1.PreviewScheduleRequest\x1a#.jobmesh.v1.PreviewScheduleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'jobmesh.v1.job_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBTYPE']._serialized_start=1860
-  _globals['_JOBTYPE']._serialized_end=1942
-  _globals['_JOBSTATE']._serialized_start=1945
-  _globals['_JOBSTATE']._serialized_end=2074
-  _globals['_RETRYSTRATEGY']._serialized_start=2077
-  _globals['_RETRYSTRATEGY']._serialized_end=2233
-  _globals['_MISFIREPOLICY']._serialized_start=2236
-  _globals['_MISFIREPOLICY']._serialized_end=2365
-  _globals['_OVERLAPPOLICY']._serialized_start=2368
-  _globals['_OVERLAPPOLICY']._serialized_end=2496
-  _globals['_NETWORK']._serialized_start=2498
-  _globals['_NETWORK']._serialized_end=2568
+  _globals['_JOBTYPE']._serialized_start=1949
+  _globals['_JOBTYPE']._serialized_end=2031
+  _globals['_JOBSTATE']._serialized_start=2034
+  _globals['_JOBSTATE']._serialized_end=2163
+  _globals['_RETRYSTRATEGY']._serialized_start=2166
+  _globals['_RETRYSTRATEGY']._serialized_end=2322
+  _globals['_MISFIREPOLICY']._serialized_start=2325
+  _globals['_MISFIREPOLICY']._serialized_end=2454
+  _globals['_OVERLAPPOLICY']._serialized_start=2457
+  _globals['_OVERLAPPOLICY']._serialized_end=2585
+  _globals['_NETWORK']._serialized_start=2587
+  _globals['_NETWORK']._serialized_end=2657
   _globals['_RETRYPOLICY']._serialized_start=126
   _globals['_RETRYPOLICY']._serialized_end=284
   _globals['_JOB']._serialized_start=287
-  _globals['_JOB']._serialized_end=947
-  _globals['_CREATEJOBREQUEST']._serialized_start=949
-  _globals['_CREATEJOBREQUEST']._serialized_end=1017
-  _globals['_GETJOBREQUEST']._serialized_start=1019
-  _globals['_GETJOBREQUEST']._serialized_end=1046
-  _globals['_LISTJOBSREQUEST']._serialized_start=1049
-  _globals['_LISTJOBSREQUEST']._serialized_end=1213
-  _globals['_LISTJOBSRESPONSE']._serialized_start=1215
-  _globals['_LISTJOBSRESPONSE']._serialized_end=1309
-  _globals['_UPDATEJOBREQUEST']._serialized_start=1311
-  _globals['_UPDATEJOBREQUEST']._serialized_end=1408
-  _globals['_DELETEJOBREQUEST']._serialized_start=1410
-  _globals['_DELETEJOBREQUEST']._serialized_end=1440
-  _globals['_PAUSEJOBREQUEST']._serialized_start=1442
-  _globals['_PAUSEJOBREQUEST']._serialized_end=1471
-  _globals['_RESUMEJOBREQUEST']._serialized_start=1473
-  _globals['_RESUMEJOBREQUEST']._serialized_end=1503
-  _globals['_RUNJOBNOWREQUEST']._serialized_start=1505
-  _globals['_RUNJOBNOWREQUEST']._serialized_end=1535
-  _globals['_PREVIEWSCHEDULEREQUEST']._serialized_start=1537
-  _globals['_PREVIEWSCHEDULEREQUEST']._serialized_end=1656
-  _globals['_FIRETIME']._serialized_start=1659
-  _globals['_FIRETIME']._serialized_end=1789
-  _globals['_PREVIEWSCHEDULERESPONSE']._serialized_start=1791
-  _globals['_PREVIEWSCHEDULERESPONSE']._serialized_end=1858
-  _globals['_JOBSERVICE']._serialized_start=2571
-  _globals['_JOBSERVICE']._serialized_end=3158
+  _globals['_JOB']._serialized_end=977
+  _globals['_CREATEJOBREQUEST']._serialized_start=979
+  _globals['_CREATEJOBREQUEST']._serialized_end=1047
+  _globals['_GETJOBREQUEST']._serialized_start=1049
+  _globals['_GETJOBREQUEST']._serialized_end=1076
+  _globals['_LISTJOBSREQUEST']._serialized_start=1079
+  _globals['_LISTJOBSREQUEST']._serialized_end=1281
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1283
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1377
+  _globals['_UPDATEJOBREQUEST']._serialized_start=1379
+  _globals['_UPDATEJOBREQUEST']._serialized_end=1476
+  _globals['_DELETEJOBREQUEST']._serialized_start=1478
+  _globals['_DELETEJOBREQUEST']._serialized_end=1508
+  _globals['_PAUSEJOBREQUEST']._serialized_start=1510
+  _globals['_PAUSEJOBREQUEST']._serialized_end=1539
+  _globals['_RESUMEJOBREQUEST']._serialized_start=1541
+  _globals['_RESUMEJOBREQUEST']._serialized_end=1571
+  _globals['_RUNJOBNOWREQUEST']._serialized_start=1573
+  _globals['_RUNJOBNOWREQUEST']._serialized_end=1603
+  _globals['_PREVIEWSCHEDULEREQUEST']._serialized_start=1605
+  _globals['_PREVIEWSCHEDULEREQUEST']._serialized_end=1724
+  _globals['_FIRETIME']._serialized_start=1727
+  _globals['_FIRETIME']._serialized_end=1857
+  _globals['_PREVIEWSCHEDULERESPONSE']._serialized_start=1859
+  _globals['_PREVIEWSCHEDULERESPONSE']._serialized_end=1947
+  _globals['_JOBSERVICE']._serialized_start=2660
+  _globals['_JOBSERVICE']._serialized_end=3247
 # @@protoc_insertion_point(module_scope)

@@ -261,6 +261,7 @@ class Job(_message.Message):
     MAX_LATENESS_SECONDS_FIELD_NUMBER: _builtins.int
     NEXT_FIRE_TIME_FIELD_NUMBER: _builtins.int
     NETWORK_FIELD_NUMBER: _builtins.int
+    SCHEDULE_DESCRIPTION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID; output only (when sent, a UUID). UpdateJob: names
     the job.
@@ -303,6 +304,10 @@ class Job(_message.Message):
     network: Global___Network.ValueType
     """Network the script can reach; NETWORK_UNSPECIFIED on create means
     NETWORK_NONE (only its own loopback).
+    """
+    schedule_description: _builtins.str
+    """The schedule in English words, e.g. "At 02:30 on Monday through Friday"
+    (recurring jobs; empty for one-time jobs); output only.
     """
     @_builtins.property
     def scheduled_at(self) -> _timestamp_pb2.Timestamp:
@@ -347,10 +352,11 @@ class Job(_message.Message):
         max_lateness_seconds: _builtins.int = ...,
         next_fire_time: _timestamp_pb2.Timestamp | None = ...,
         network: Global___Network.ValueType = ...,
+        schedule_description: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "next_fire_time", b"next_fire_time", "retry_policy", b"retry_policy", "scheduled_at", b"scheduled_at", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "cron_expr", b"cron_expr", "id", b"id", "job_type", b"job_type", "max_lateness_seconds", b"max_lateness_seconds", "misfire_policy", b"misfire_policy", "name", b"name", "network", b"network", "next_fire_time", b"next_fire_time", "overlap_policy", b"overlap_policy", "owner_id", b"owner_id", "queue", b"queue", "retry_policy", b"retry_policy", "scheduled_at", b"scheduled_at", "script_content", b"script_content", "state", b"state", "timeout_seconds", b"timeout_seconds", "timezone", b"timezone", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "cron_expr", b"cron_expr", "id", b"id", "job_type", b"job_type", "max_lateness_seconds", b"max_lateness_seconds", "misfire_policy", b"misfire_policy", "name", b"name", "network", b"network", "next_fire_time", b"next_fire_time", "overlap_policy", b"overlap_policy", "owner_id", b"owner_id", "queue", b"queue", "retry_policy", b"retry_policy", "schedule_description", b"schedule_description", "scheduled_at", b"scheduled_at", "script_content", b"script_content", "state", b"state", "timeout_seconds", b"timeout_seconds", "timezone", b"timezone", "update_time", b"update_time", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -420,6 +426,8 @@ class ListJobsRequest(_message.Message):
     JOB_TYPE_FIELD_NUMBER: _builtins.int
     SKIP_FIELD_NUMBER: _builtins.int
     OWNER_ID_FIELD_NUMBER: _builtins.int
+    QUEUE_FIELD_NUMBER: _builtins.int
+    NAME_CONTAINS_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """Maximum jobs per page: default 20, at most 500."""
     page_token: _builtins.str
@@ -438,6 +446,12 @@ class ListJobsRequest(_message.Message):
     """Admins and viewers: only this owner's jobs (a UUID); empty for every
     owner. Users always see only their own jobs.
     """
+    queue: _builtins.str
+    """Only jobs of this queue; empty for every queue."""
+    name_contains: _builtins.str
+    """Only jobs whose name contains this text (case-insensitive), at most 200
+    characters; empty for every name.
+    """
     def __init__(
         self,
         *,
@@ -447,10 +461,12 @@ class ListJobsRequest(_message.Message):
         job_type: Global___JobType.ValueType = ...,
         skip: _builtins.int = ...,
         owner_id: _builtins.str = ...,
+        queue: _builtins.str = ...,
+        name_contains: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_type", b"job_type", "owner_id", b"owner_id", "page_size", b"page_size", "page_token", b"page_token", "skip", b"skip", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["job_type", b"job_type", "name_contains", b"name_contains", "owner_id", b"owner_id", "page_size", b"page_size", "page_token", b"page_token", "queue", b"queue", "skip", b"skip", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -698,6 +714,9 @@ class PreviewScheduleResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     FIRE_TIMES_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    description: _builtins.str
+    """The expression in English words, e.g. "At 02:30 on Monday through Friday"."""
     @_builtins.property
     def fire_times(self) -> _containers.RepeatedCompositeFieldContainer[Global___FireTime]:
         """In increasing order."""
@@ -706,10 +725,11 @@ class PreviewScheduleResponse(_message.Message):
         self,
         *,
         fire_times: _abc.Iterable[Global___FireTime] | None = ...,
+        description: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fire_times", b"fire_times"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "fire_times", b"fire_times"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -63,6 +63,16 @@ class RunServiceStub:
                 request_serializer=jobmesh_dot_v1_dot_run__pb2.WatchRunRequest.SerializeToString,
                 response_deserializer=jobmesh_dot_v1_dot_run__pb2.WatchRunResponse.FromString,
                 _registered_method=True)
+        self.BatchListRecentRuns = channel.unary_unary(
+                '/jobmesh.v1.RunService/BatchListRecentRuns',
+                request_serializer=jobmesh_dot_v1_dot_run__pb2.BatchListRecentRunsRequest.SerializeToString,
+                response_deserializer=jobmesh_dot_v1_dot_run__pb2.BatchListRecentRunsResponse.FromString,
+                _registered_method=True)
+        self.ListRunningRuns = channel.unary_unary(
+                '/jobmesh.v1.RunService/ListRunningRuns',
+                request_serializer=jobmesh_dot_v1_dot_run__pb2.ListRunningRunsRequest.SerializeToString,
+                response_deserializer=jobmesh_dot_v1_dot_run__pb2.ListRunningRunsResponse.FromString,
+                _registered_method=True)
 
 
 class RunServiceServicer:
@@ -110,6 +120,23 @@ class RunServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchListRecentRuns(self, request, context):
+        """Returns the newest runs of each of several jobs at once (a job list's run
+        history strips). Ids of jobs the caller may not see, or of no job, come
+        back with no runs.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRunningRuns(self, request, context):
+        """Lists the runs executing now (RUNNING) of the jobs the caller may see,
+        the longest running first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -137,6 +164,16 @@ def add_RunServiceServicer_to_server(servicer, server):
                     servicer.WatchRun,
                     request_deserializer=jobmesh_dot_v1_dot_run__pb2.WatchRunRequest.FromString,
                     response_serializer=jobmesh_dot_v1_dot_run__pb2.WatchRunResponse.SerializeToString,
+            ),
+            'BatchListRecentRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchListRecentRuns,
+                    request_deserializer=jobmesh_dot_v1_dot_run__pb2.BatchListRecentRunsRequest.FromString,
+                    response_serializer=jobmesh_dot_v1_dot_run__pb2.BatchListRecentRunsResponse.SerializeToString,
+            ),
+            'ListRunningRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRunningRuns,
+                    request_deserializer=jobmesh_dot_v1_dot_run__pb2.ListRunningRunsRequest.FromString,
+                    response_serializer=jobmesh_dot_v1_dot_run__pb2.ListRunningRunsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -278,6 +315,60 @@ class RunService:
             '/jobmesh.v1.RunService/WatchRun',
             jobmesh_dot_v1_dot_run__pb2.WatchRunRequest.SerializeToString,
             jobmesh_dot_v1_dot_run__pb2.WatchRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchListRecentRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobmesh.v1.RunService/BatchListRecentRuns',
+            jobmesh_dot_v1_dot_run__pb2.BatchListRecentRunsRequest.SerializeToString,
+            jobmesh_dot_v1_dot_run__pb2.BatchListRecentRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRunningRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jobmesh.v1.RunService/ListRunningRuns',
+            jobmesh_dot_v1_dot_run__pb2.ListRunningRunsRequest.SerializeToString,
+            jobmesh_dot_v1_dot_run__pb2.ListRunningRunsResponse.FromString,
             options,
             channel_credentials,
             insecure,

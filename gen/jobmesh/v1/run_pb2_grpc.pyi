@@ -53,6 +53,15 @@ class RunServiceStub:
     """Streams the run's status changes and output chunks until it ends. A
     client joining late first receives what was captured so far.
     """
+    BatchListRecentRuns: _grpc.UnaryUnaryMultiCallable[_run_pb2.BatchListRecentRunsRequest, _run_pb2.BatchListRecentRunsResponse]
+    """Returns the newest runs of each of several jobs at once (a job list's run
+    history strips). Ids of jobs the caller may not see, or of no job, come
+    back with no runs.
+    """
+    ListRunningRuns: _grpc.UnaryUnaryMultiCallable[_run_pb2.ListRunningRunsRequest, _run_pb2.ListRunningRunsResponse]
+    """Lists the runs executing now (RUNNING) of the jobs the caller may see,
+    the longest running first.
+    """
 
 @_typing.type_check_only
 class RunServiceAsyncStub(RunServiceStub):
@@ -78,6 +87,15 @@ class RunServiceAsyncStub(RunServiceStub):
     WatchRun: _aio.UnaryStreamMultiCallable[_run_pb2.WatchRunRequest, _run_pb2.WatchRunResponse]  # type: ignore[assignment]
     """Streams the run's status changes and output chunks until it ends. A
     client joining late first receives what was captured so far.
+    """
+    BatchListRecentRuns: _aio.UnaryUnaryMultiCallable[_run_pb2.BatchListRecentRunsRequest, _run_pb2.BatchListRecentRunsResponse]  # type: ignore[assignment]
+    """Returns the newest runs of each of several jobs at once (a job list's run
+    history strips). Ids of jobs the caller may not see, or of no job, come
+    back with no runs.
+    """
+    ListRunningRuns: _aio.UnaryUnaryMultiCallable[_run_pb2.ListRunningRunsRequest, _run_pb2.ListRunningRunsResponse]  # type: ignore[assignment]
+    """Lists the runs executing now (RUNNING) of the jobs the caller may see,
+    the longest running first.
     """
 
 class RunServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -131,6 +149,27 @@ class RunServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_run_pb2.WatchRunResponse], _abc.AsyncIterator[_run_pb2.WatchRunResponse]]:
         """Streams the run's status changes and output chunks until it ends. A
         client joining late first receives what was captured so far.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchListRecentRuns(
+        self,
+        request: _run_pb2.BatchListRecentRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_run_pb2.BatchListRecentRunsResponse, _abc.Awaitable[_run_pb2.BatchListRecentRunsResponse]]:
+        """Returns the newest runs of each of several jobs at once (a job list's run
+        history strips). Ids of jobs the caller may not see, or of no job, come
+        back with no runs.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRunningRuns(
+        self,
+        request: _run_pb2.ListRunningRunsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_run_pb2.ListRunningRunsResponse, _abc.Awaitable[_run_pb2.ListRunningRunsResponse]]:
+        """Lists the runs executing now (RUNNING) of the jobs the caller may see,
+        the longest running first.
         """
 
 def add_RunServiceServicer_to_server(servicer: RunServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -161,6 +161,7 @@ async def up(settings: Settings) -> int:
             f"  gRPC   scheduler  {s.host}:{s.scheduler_port}  (grpcurl -plaintext {s.host}:{s.scheduler_port} list)\n"
             f"  HTTP   scheduler  http://{s.host}:{s.scheduler_metrics_port}/metrics\n"
             f"  gRPC   monitor    {s.host}:{s.monitor_grpc_port}\n"
+            f"  HTTP   console    http://{s.host}:{s.gateway_port}/\n"
             f"  HTTP   gateway    http://{s.host}:{s.gateway_port}/api  (Swagger UI: /swagger)\n"
             f"  HTTP   monitor    http://{s.host}:{s.monitor_http_port}/metrics  /api/health\n"
             "  Ctrl-C stops everything.",

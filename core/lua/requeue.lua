@@ -1,0 +1,24 @@
+-- requeue: messages from a worker's processing list back onto their queues. Used
+-- alike by a worker giving back a run it did not start and by the reaper emptying
+-- the list of a worker that stopped heartbeating.
+--
+-- KEYS[1]    processing   jobmesh:processing:{worker}, the list the messages leave
+-- KEYS[2..]  queue...     jobmesh:queue:{queue}, the queue of each message, in the
+--                         order of ARGV
+-- ARGV[1..]  message...   the messages, as the processing list holds them
+--
+-- A message still in the processing list is removed from it (LREM from its LEFT
+-- end: given in the list's order, newest first, each is found at once) and put on
+-- its queue's consuming end, next to be taken (so the oldest of a list is taken
+-- first); a message no longer there (finished, or moved already) is left alone, so
+-- a message is always in exactly one of the lists and never on a queue twice.
+-- Returns how many moved.
+
+local moved = 0
+for i = 1, #ARGV do
+  if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
+    redis.call('RPUSH', KEYS[i + 1], ARGV[i])
+    moved = moved + 1
+  end
+end
+return moved

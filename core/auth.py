@@ -83,7 +83,8 @@ class TokenClaims:
 class TokenCodec:
     """Issues and verifies HS256 access tokens; the algorithm is pinned on decode."""
 
-    def __init__(self, settings: AuthSettings) -> None:
+    def __init__(self, settings: AuthSettings, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         self._secret = settings.jwt_secret
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
@@ -93,7 +94,7 @@ class TokenCodec:
         self._verified: dict[str, tuple[TokenClaims, float]] = {}
 
     def issue(self, user_id: str, role: Role, now: float | None = None, *, token_version: int = 0) -> str:
-        issued = int(time.time() if now is None else now)
+        issued = int(self._clock() if now is None else now)
         claims = {
             "sub": user_id,
             "role": role.value,
@@ -109,7 +110,7 @@ class TokenCodec:
     def verify(self, token: str) -> TokenClaims:
         hit = self._verified.get(token)
         if hit is not None:
-            if time.time() <= hit[1] + JWT_LEEWAY_SECONDS:
+            if self._clock() <= hit[1] + JWT_LEEWAY_SECONDS:
                 return hit[0]
             del self._verified[token]
         try:
@@ -120,14 +121,18 @@ class TokenCodec:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=JWT_LEEWAY_SECONDS,
-                options={"require": _REQUIRED_CLAIMS},
+                # exp is checked below against this codec's clock, the one the cache uses.
+                options={"require": _REQUIRED_CLAIMS, "verify_exp": False},
             )
+            exp = int(claims["exp"])
+            if exp <= self._clock() - JWT_LEEWAY_SECONDS:
+                raise jwt.ExpiredSignatureError("Signature has expired")
             # A token without a version is of version 0, every account's first.
             version = claims.get("ver", 0)
             if type(version) is not int:
                 raise ValueError("ver must be an integer")
             verified = TokenClaims(user_id=str(claims["sub"]), role=Role(claims["role"]), token_version=version)
-        except (jwt.InvalidTokenError, ValueError, KeyError) as exc:
+        except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError, KeyError) as exc:
             raise Unauthenticated("invalid or expired token") from exc
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.clear()

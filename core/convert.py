@@ -306,6 +306,20 @@ def _job(pb: job_pb2.Job, field: str) -> Job:
     )
 
 
+def job_answer_from_proto(pb: job_pb2.Job, field: str = "job") -> Job:
+    """A job as the services answer it (a client reads it), output-only fields included."""
+    return replace(
+        _job(pb, field),
+        id=pb.id,
+        owner_id=pb.owner_id,
+        state=JOB_STATES.required(pb.state, f"{field}.state"),
+        version=pb.version,
+        create_time=optional_timestamp(pb, "create_time"),
+        update_time=optional_timestamp(pb, "update_time"),
+        next_fire_time=optional_timestamp(pb, "next_fire_time"),
+    )
+
+
 _RETRY_FIELDS = frozenset(f.name for f in fields(RetryPolicy))
 
 
@@ -506,6 +520,17 @@ def session_to_proto(session: Session, response: type[SessionResponse]) -> Sessi
         role=ROLES.to_proto(session.user.role),
         expires_in=session.expires_in,
         username=session.user.username,
+    )
+
+
+def session_from_proto(pb: SessionResponse, user: User) -> Session:
+    """A session as a client receives it; the answer names the user only in part, so
+    the caller passes the account (GetCurrentUser) it belongs to."""
+    return Session(
+        access_token=pb.access_token or pb.token,
+        refresh_token=pb.refresh_token,
+        user=user,
+        expires_in=pb.expires_in,
     )
 
 

@@ -1,7 +1,7 @@
 """A run's live log: its output and status changes, as the worker appends them and
 WatchRun reads them (through ``core.dispatch_queue``, which owns the Redis stream).
 
-Stream ``jobmesh:runlog:{run}`` holds entries ``{k: out|err|status|end, d: data}``
+Stream ``jobmesh:{q:<queue>}:runlog:<run>`` holds entries ``{k: out|err|status|end, d: data}``
 (``out`` and ``err`` spell a ``LogStream`` there, in short: every entry carries its
 kind; the worker appends them in Lua scripts, a batch of runs per round trip); it is
 capped and expires, since the database keeps the captured tails for good.

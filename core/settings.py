@@ -48,7 +48,21 @@ class DatabaseSettings(BaseSettings):
 
 class RedisSettings(BaseSettings):
     model_config = _config("JOBMESH_")
-    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis URL")
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis URL: redis://[[user]:password@]host:port/db, rediss:// for TLS "
+        "(query ssl_cert_reqs=none, optional or required); on a cluster, the address of any node",
+    )
+    redis_cluster: bool = Field(
+        default=False, description="Redis is a Redis Cluster (JOBMESH_REDIS_URL names any of its nodes)"
+    )
+    redis_ssl_ca_certs: str = Field(
+        default="", description="rediss://: CA bundle that signs the server's certificate (empty: the system's)"
+    )
+    redis_ssl_certfile: str = Field(
+        default="", description="rediss://: client certificate, for servers that ask for one"
+    )
+    redis_ssl_keyfile: str = Field(default="", description="rediss://: the client certificate's private key")
 
 
 class AuthSettings(BaseSettings):

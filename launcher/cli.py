@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import shutil
-import signal
 import sys
 from collections.abc import Mapping
-from urllib.parse import urlparse
+from typing import Any
+from urllib.parse import unquote, urlparse
 
 from pydantic_settings import BaseSettings
 
@@ -24,6 +23,9 @@ from core.settings import (
     Settings,
     WorkerSettings,
 )
+from launcher import supervisor
+from launcher.restarts import RestartPolicy
+from launcher.supervisor import Child, supervise
 
 # Each process with the settings classes its main reads: it is handed only their
 # JOBMESH_* variables. The worker runs untrusted scripts, so it never holds the JWT
@@ -64,75 +66,118 @@ def _migrate(settings: Settings) -> None:
     migrate.upgrade(settings.database.database_url)
 
 
-async def _redis_answers(url: str) -> bool:
-    from redis.asyncio import Redis
+async def _redis_answers(settings: RedisSettings) -> bool:
+    """Whether Redis answers, with the URL's credentials and TLS, as the processes reach it.
+    SystemExit when it answers but refuses those credentials (no server is to be started)."""
+    from redis.exceptions import AuthenticationError, AuthorizationError, ResponseError
 
-    client = Redis.from_url(url, socket_connect_timeout=1.0, socket_timeout=1.0)
+    from core.redis_client import create_redis
+
+    client = create_redis(settings)
     try:
         return bool(await client.ping())
+    except (AuthenticationError, AuthorizationError) as exc:
+        raise SystemExit(f"Redis at {_redacted(settings.redis_url)} refuses the credentials: {exc}") from None
+    except ResponseError as exc:
+        if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+            raise SystemExit(f"Redis at {_redacted(settings.redis_url)} refuses the credentials: {exc}") from None
+        return False
     except Exception:
         return False
     finally:
         await client.aclose()
 
 
-async def _ensure_redis(url: str) -> asyncio.subprocess.Process | None:
-    """Start a private redis-server when none answers at ``url`` (a local one only)."""
-    if await _redis_answers(url):
+def _redis_config(url: str) -> str:
+    """A private redis-server's configuration: bound to the URL's host and port, and
+    asking for the URL's credentials (the password as ``requirepass``, or an ACL user)."""
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
+    lines = [f"bind {host}", f"port {port}", 'save ""', "appendonly no", "loglevel warning"]
+    password = unquote(parsed.password or "")
+    user = unquote(parsed.username or "")
+    if password and user and user != "default":
+        lines += ["user default off", f"user {user} on >{password} ~* &* +@all"]
+    elif password:
+        lines.append(f"requirepass {password}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_redis_config(url: str) -> str:
+    """The configuration (perhaps a password) in a file only we read, not on a command line."""
+    os.makedirs(".jobmesh", exist_ok=True)
+    # One file per port: a restarted redis-server reads it again, and another `up` in this
+    # directory (on another port) must not have rewritten it meanwhile.
+    config = os.path.abspath(os.path.join(".jobmesh", f"redis-{urlparse(url).port or 6379}.conf"))
+    descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as out:
+        out.write(_redis_config(url))
+    return config
+
+
+async def _private_redis(settings: RedisSettings) -> Child | None:
+    """A private redis-server to start when none answers at the URL (a local single
+    Redis only: never a cluster nor TLS), with the URL's credentials."""
+    url = settings.redis_url
+    if await _redis_answers(settings):
         return None
     parsed = urlparse(url)
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
     binary = shutil.which("redis-server")
-    if host not in ("127.0.0.1", "localhost") or binary is None:
-        raise SystemExit(f"Redis does not answer at {url} and no local redis-server can be started")
+    local = host in ("127.0.0.1", "localhost") and parsed.scheme == "redis" and not settings.redis_cluster
+    if not local or binary is None:
+        raise SystemExit(
+            f"Redis does not answer at {_redacted(url)} and no local redis-server can be started"
+            " (only for a redis:// URL on this host, not a cluster)"
+        )
     print(f"jobmesh: starting a private redis-server on {host}:{port}", flush=True)
-    proc = await asyncio.create_subprocess_exec(
-        binary, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no",
-        stdout=asyncio.subprocess.DEVNULL, env=child_environment(os.environ, (), {}),  # no JOBMESH_* at all
-    )  # fmt: skip
-    for _ in range(100):
-        if await _redis_answers(url):
-            return proc
-        await asyncio.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the private redis-server did not start")
+    argv = [binary, _write_redis_config(url)]
+    env = child_environment(os.environ, (), {})  # no JOBMESH_* at all
+    return Child("redis", argv, env, probe=lambda: _redis_answers(settings))
 
 
-async def _forward(name: str, stream: asyncio.StreamReader, ready: asyncio.Event) -> None:
-    while True:
-        line = await stream.readline()
-        if not line:
-            return
-        text = line.decode(errors="replace").rstrip()
-        if " ready " in f" {text} ":
-            ready.set()
-        print(f"[{name}] {text}", flush=True)
-
-
-async def _terminate(procs: list[asyncio.subprocess.Process]) -> None:
-    for proc in procs:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+async def _until_ready(child: Child, stop: asyncio.Task[int], failed: asyncio.Future[tuple[str, str]]) -> int | None:
+    """None once ``child`` is ready; else the exit code of ``up``."""
+    ready = asyncio.create_task(child.ready.wait())
     try:
-        await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), STOP_TIMEOUT_SECONDS)
-    except TimeoutError:
-        for proc in procs:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-        await asyncio.gather(*(p.wait() for p in procs))
+        waiters: list[asyncio.Future[Any]] = [ready, stop, failed]
+        await asyncio.wait(waiters, timeout=READY_TIMEOUT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        ready.cancel()
+    if child.ready.is_set():
+        return None
+    if stop.done():
+        return 0
+    if not failed.done():
+        failed.set_result((child.name, f"{child.name} did not become ready within {READY_TIMEOUT_SECONDS:g} s"))
+    return 1
 
 
 async def up(settings: Settings) -> int:
+    """Start the mesh and keep it running: a process that exits is started again after a
+    backoff (``launcher.restarts``); only SIGINT/SIGTERM, or a process that keeps failing
+    at start-up, stops everything."""
     from core.process import wait_for_shutdown_signal
 
-    redis_proc = await _ensure_redis(settings.redis.redis_url)
-    children: list[asyncio.subprocess.Process] = []
+    stop = asyncio.create_task(wait_for_shutdown_signal())
+    await asyncio.sleep(0)  # the handlers are in place before the first child starts
+    failed: asyncio.Future[tuple[str, str]] = asyncio.get_running_loop().create_future()
+    policy = RestartPolicy()
+    children: list[Child] = []
+    supervisors: list[asyncio.Task[None]] = []
+
+    def launch(child: Child) -> None:
+        children.append(child)
+        supervisors.append(asyncio.create_task(supervise(child, policy, failed, stop.done)))
+
     try:
+        redis = await _private_redis(settings.redis)
+        if redis is not None:
+            launch(redis)
+            if (code := await _until_ready(redis, stop, failed)) is not None:
+                return code
         await asyncio.to_thread(_migrate, settings)
         print(f"jobmesh: database migrated ({_redacted(settings.database.database_url)})", flush=True)
-        forwarders = []
         s = settings.server
         # Unless told otherwise, clients in the mesh find the servers on the ports in use.
         defaults = {
@@ -140,22 +185,9 @@ async def up(settings: Settings) -> int:
             "JOBMESH_MONITOR_ADDR": f"{s.host}:{s.monitor_grpc_port}",
         }
         for name, module, classes in PROCESSES:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", module,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                env=child_environment(os.environ, classes, defaults),
-            )  # fmt: skip
-            children.append(proc)
-            ready = asyncio.Event()
-            assert proc.stdout is not None
-            forwarders.append(asyncio.create_task(_forward(name, proc.stdout, ready)))
-            waited = asyncio.create_task(ready.wait())
-            exited = asyncio.create_task(proc.wait())
-            await asyncio.wait({waited, exited}, timeout=READY_TIMEOUT_SECONDS, return_when=asyncio.FIRST_COMPLETED)
-            if not ready.is_set():
-                print(f"jobmesh: {name} did not become ready", flush=True)
-                return 1
-            exited.cancel()
+            launch(Child(name, [sys.executable, "-m", module], child_environment(os.environ, classes, defaults)))
+            if (code := await _until_ready(children[-1], stop, failed)) is not None:
+                return code
         print(
             "jobmesh: ready\n"
             f"  gRPC   scheduler  {s.host}:{s.scheduler_port}  (grpcurl -plaintext {s.host}:{s.scheduler_port} list)\n"
@@ -164,22 +196,30 @@ async def up(settings: Settings) -> int:
             f"  HTTP   console    http://{s.host}:{s.gateway_port}/\n"
             f"  HTTP   gateway    http://{s.host}:{s.gateway_port}/api  (Swagger UI: /swagger)\n"
             f"  HTTP   monitor    http://{s.host}:{s.monitor_http_port}/metrics  /api/health\n"
-            "  Ctrl-C stops everything.",
+            "  A process that exits is restarted. Ctrl-C stops everything.",
             flush=True,
         )
-        stop = asyncio.create_task(wait_for_shutdown_signal())
-        died = [asyncio.create_task(p.wait()) for p in children]
-        await asyncio.wait({stop, *died}, return_when=asyncio.FIRST_COMPLETED)
-        code = 0 if stop.done() else 1
-        if not stop.done():
-            print("jobmesh: a process exited; stopping the mesh", flush=True)
-        stop.cancel()
-        return code
+        waiters: list[asyncio.Future[Any]] = [stop, failed]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        return 0 if stop.done() else 1
     finally:
+        if failed.done():
+            culprit, reason = failed.result()
+            print(f"jobmesh: giving up: {reason}", flush=True)
+            tail = next((c.tail for c in children if c.name == culprit), None)
+            if tail:
+                print("jobmesh: its last output:\n  " + "\n  ".join(tail), flush=True)
         print("jobmesh: stopping", flush=True)
-        await _terminate(children)
-        if redis_proc is not None:
-            await _terminate([redis_proc])
+        stop.cancel()
+        for task in supervisors:
+            task.cancel()
+        await asyncio.gather(*supervisors, return_exceptions=True)
+        mesh = [c.proc for c in children if c.proc is not None and c.name != "redis"]
+        await supervisor.terminate(mesh, STOP_TIMEOUT_SECONDS)
+        # Redis last: the others may still flush to it while they stop.
+        await supervisor.terminate(
+            [c.proc for c in children if c.proc is not None and c.name == "redis"], STOP_TIMEOUT_SECONDS
+        )
         print("jobmesh: stopped", flush=True)
 
 
@@ -190,7 +230,16 @@ def _redacted(url: str) -> str:
     return url
 
 
+# The operator's commands, parsed here; every other command line is the user CLI's.
+MESH_COMMANDS = ("migrate", "partitions", "up")
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in MESH_COMMANDS:
+        from launcher.user_cli import run_cli
+
+        raise SystemExit(run_cli(argv))
     parser = argparse.ArgumentParser(prog="jobmesh", description="jobmesh distributed job scheduler")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply database migrations (JOBMESH_DATABASE_URL)")

@@ -6,10 +6,9 @@ import math
 import time
 from datetime import timedelta
 
-from redis.asyncio import Redis
-
 from core.dispatch_queue import DispatchQueue
 from core.domain import Component, Figures, HealthReport, HealthStatus, utcnow
+from core.redis_client import RedisClient
 from db.engine import Database
 from db.repositories.stats import StatsRepository
 
@@ -27,7 +26,7 @@ def percentile(ordered: list[float], fraction: float) -> float:
 
 
 class MeshHealth:
-    def __init__(self, db: Database, redis: Redis, worker_ttl_seconds: float) -> None:
+    def __init__(self, db: Database, redis: RedisClient, worker_ttl_seconds: float) -> None:
         self._db = db
         self._redis = redis
         self._dispatch = DispatchQueue(redis)

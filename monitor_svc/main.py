@@ -66,7 +66,7 @@ async def reflect_health(rpc: RpcServer, health: MeshHealth) -> int:
 
 async def serve(settings: Settings) -> None:
     db = Database.from_url(settings.database.database_url, 2)
-    redis = create_redis(settings.redis.redis_url)
+    redis = create_redis(settings.redis)
     health = MeshHealth(db, redis, settings.worker.heartbeat_ttl_seconds)
     collector = MetricsCollector(health, StatsRepository(db))
     rpc = await create_server(

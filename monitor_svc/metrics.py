@@ -26,6 +26,7 @@ JOBS = Gauge("jobmesh_jobs", "Jobs by state.", ["state"])
 RUNS = Gauge("jobmesh_runs", "Runs scheduled within 24 hours of now, by status.", ["status"])
 QUEUE_DEPTH = Gauge("jobmesh_queue_depth", "Messages waiting in a Redis queue.", ["queue"])
 WORKERS_ALIVE = Gauge("jobmesh_workers_alive", "Workers that heartbeated within the liveness window.")
+SCHEDULERS_ALIVE = Gauge("jobmesh_schedulers_alive", "Schedulers that heartbeated within the liveness window.")
 OLDEST_PENDING = Gauge("jobmesh_oldest_pending_age_seconds", "Age of the oldest due PENDING or QUEUED run.")
 RUN_DURATION = Histogram(
     "jobmesh_run_duration_seconds",
@@ -66,6 +67,7 @@ class MetricsCollector:
             for queue, n in figures.queue_depths.items():
                 QUEUE_DEPTH.labels(queue).set(n)
             WORKERS_ALIVE.set(figures.workers_alive)
+            SCHEDULERS_ALIVE.set(figures.schedulers_alive)
             OLDEST_PENDING.set(figures.oldest_pending_age_seconds)
             until = utcnow() - CURSOR_LAG
             if until > self._cursor:

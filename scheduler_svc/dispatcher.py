@@ -62,7 +62,7 @@ class Dispatcher:
             await self._dispatch.push(queued, now)
         except (RedisError, OSError) as exc:
             log.warning("push of %d runs failed (%s); the reconciler will push them again", len(queued), exc)
-        await self._dispatch.request_cancel([r.id for r in cancel])
+        await self._dispatch.request_cancel(cancel)
         return len(batch.runs)
 
     @staticmethod

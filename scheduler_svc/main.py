@@ -56,16 +56,16 @@ class SchedulerApp:
         check_secret(settings.auth)
         self.settings = settings
         self.db = Database.from_url(settings.database.database_url, settings.database.db_pool_size)
-        self.redis = create_redis(settings.redis.redis_url)
+        self.redis = create_redis(settings.redis)
         self.dispatch = DispatchQueue(self.redis)
         codec = TokenCodec(settings.auth)
         self.codec = codec
-        users = UserRepository(self.db)
+        self.users = UserRepository(self.db)
         # Authentication reads each account's current role, token version and
         # disabled flag; Accounts tells it at once when it changes one.
-        self.account_states = AccountStates(users.account_state)
+        self.account_states = AccountStates(self.users.account_state)
         self.login_attempts = LoginThrottleRepository(self.db)
-        self.accounts = Accounts(users, self.login_attempts, codec, self.account_states, settings.auth)
+        self.accounts = Accounts(self.users, self.login_attempts, codec, self.account_states, settings.auth)
         self.run_repo = RunRepository(self.db)
         self.run_lifecycle = RunLifecycleRepository(self.db)
         self.job_repo = JobRepository(self.db)

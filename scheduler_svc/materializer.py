@@ -60,12 +60,12 @@ def plan_slots(
 class Materializer:
     def __init__(self, schedules: ScheduleRepository, config: MaterializerConfig) -> None:
         self._schedules = schedules
-        self._config = config
+        self.config = config
 
     async def tick(self, now: datetime | None = None) -> int:
         """One pass; returns the number of run rows written (including SKIPPED)."""
         now = now or utcnow()
-        cfg = self._config
+        cfg = self.config
         until = now + cfg.lookahead
         written = 0
         async with self._schedules.claim_due(until, cfg.batch_size) as batch:

@@ -89,7 +89,7 @@ class Reaper:
         stale = await self._runs.queued_before(now - self._requeue_after, self._batch_size)
         if not stale:
             return 0
-        held = await self._dispatch.in_flight([r.id for r in stale])
+        held = await self._dispatch.in_flight(stale)
         missing = [r for r, in_flight in zip(stale, held, strict=True) if not in_flight]
         await self._dispatch.push(missing, now)
         await self._runs.touch_queued(stale, now)

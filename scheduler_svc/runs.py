@@ -60,7 +60,7 @@ class Runs:
         if after is None:
             raise NotFound(f"run {run_id} not found")
         if after.status is RunStatus.RUNNING:
-            await self._dispatch.request_cancel([after.id])
+            await self._dispatch.request_cancel([after])
         return after
 
 
@@ -80,7 +80,7 @@ async def watch_run(runs: RunRepository, dispatch: DispatchQueue, run: Run) -> A
     current = run
     continuity = runlog.Continuity()
     while not current.status.is_final:
-        entries = await _read_quietly(dispatch, run.id, cursor, WATCH_POLL_MS)
+        entries = await _read_quietly(dispatch, run, cursor, WATCH_POLL_MS)
         for entry in entries:
             cursor = entry.id
             for chunk in _output_chunks(entry, continuity):
@@ -95,7 +95,7 @@ async def watch_run(runs: RunRepository, dispatch: DispatchQueue, run: Run) -> A
                 if not current.status.is_final:
                     yield current
     # The rest of the stream, page after page (a read returns at most a page).
-    while entries := await _read_quietly(dispatch, run.id, cursor, None):
+    while entries := await _read_quietly(dispatch, run, cursor, None):
         for entry in entries:
             cursor = entry.id
             for chunk in _output_chunks(entry, continuity):
@@ -122,11 +122,9 @@ def _output_chunks(entry: runlog.LogEntry, continuity: runlog.Continuity) -> lis
     return [OutputChunk(LogStream.STDERR, marker), chunk] if marker else [chunk]
 
 
-async def _read_quietly(
-    dispatch: DispatchQueue, run_id: str, cursor: str, block_ms: int | None
-) -> list[runlog.LogEntry]:
+async def _read_quietly(dispatch: DispatchQueue, run: Run, cursor: str, block_ms: int | None) -> list[runlog.LogEntry]:
     try:
-        return await dispatch.read_run_log(run_id, cursor, block_ms)
+        return await dispatch.read_run_log(run.queue, run.id, cursor, block_ms)
     except (RedisError, OSError):
         await asyncio.sleep((block_ms or 0) / 1000)
         return []

@@ -109,7 +109,8 @@ class PendingOutput:
 
 
 class _Run:
-    def __init__(self) -> None:
+    def __init__(self, queue: str) -> None:
+        self.queue = queue  # its live log is in its queue's slot (core.keys)
         self.pending = PendingOutput(runlog.LIVE_CAP_BYTES, runlog.MAX_ENTRIES, runlog.MAX_ENTRY_BYTES)
         self.in_flight = 0
         self.idle = asyncio.Event()  # nothing pending, nothing in flight
@@ -127,11 +128,11 @@ class LiveOutput:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def put(self, run_id: str, stream: LogStream, text: str) -> None:
-        """Queue a run's output; never waits."""
+    def put(self, run_id: str, queue: str, stream: LogStream, text: str) -> None:
+        """Queue the output of a run (of ``queue``); never waits."""
         run = self._runs.get(run_id)
         if run is None:
-            run = self._runs[run_id] = _Run()
+            run = self._runs[run_id] = _Run(queue)
         run.pending.add(stream, text.encode())
         run.idle.clear()
         self._ready[run_id] = None
@@ -184,7 +185,9 @@ class LiveOutput:
     async def _append(self, batch: list[tuple[str, _Run, int, list[tuple[LogStream, bytes]]]]) -> None:
         failed = True
         try:
-            await self._dispatch.append_output([(run_id, dropped, entries) for run_id, _, dropped, entries in batch])
+            await self._dispatch.append_output(
+                [(run_id, run.queue, dropped, entries) for run_id, run, dropped, entries in batch]
+            )
             failed = False
         except (RedisError, OSError) as exc:
             log.debug("live output of %d run(s) not published: %s", len(batch), exc)

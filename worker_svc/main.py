@@ -1,4 +1,4 @@
-"""worker_svc entry point: a gRPC health endpoint and the worker loop."""
+"""worker_svc entry point: WorkerApp, a gRPC health endpoint and the worker loop."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from core.ids import new_id
 from core.logs import configure_logging, worker_id_var
 from core.process import settle_heap, wait_for_shutdown_signal
 from core.redis_client import create_redis
-from core.rpc import create_server, stop_server
+from core.rpc import RpcServer, create_server, stop_server
 from core.settings import Settings
 from db.engine import Database
 from db.repositories.run_lifecycle import RunLifecycleRepository
@@ -67,15 +67,73 @@ def build_executor(settings: Settings) -> Executor:
     return ForkServerExecutor(limits, sandbox, tuple(m.strip() for m in w.preload.split(",") if m.strip()))
 
 
+class WorkerApp:
+    """Everything worker_svc runs, built from settings: the executor, the dispatch queue,
+    the run repository, the worker loop and its gRPC health endpoint; tests start it in-process."""
+
+    def __init__(self, settings: Settings) -> None:
+        w = settings.worker
+        self.settings = settings
+        self.worker_id = w.id or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+        self.executor = build_executor(settings)
+        self.db = Database.from_url(settings.database.database_url, max(2, w.slots))
+        self.redis = create_redis(settings.redis)
+        self.worker = Worker(
+            WorkerConfig(
+                worker_id=self.worker_id,
+                queues=[q.strip() for q in w.queues.split(",") if q.strip()] or ["default"],
+                slots=w.slots,
+                heartbeat_seconds=w.heartbeat_seconds,
+                shutdown_grace_seconds=settings.server.shutdown_grace_seconds,
+                prefetch=w.prefetch,
+                sandboxed=w.sandbox != "off",
+            ),
+            RunLifecycleRepository(self.db),
+            DispatchQueue(self.redis),
+            self.executor,
+        )
+        self.rpc: RpcServer | None = None
+        self._running: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Start the executor (ExecutorError when it cannot run scripts here), serve
+        gRPC health and run the worker loop; returns the health port."""
+        try:
+            await self.executor.start()
+        except ExecutorError:
+            await self.executor.close()
+            await self._close_stores()
+            raise
+        self.rpc = await create_server(f"{self.settings.server.host}:{self.settings.server.worker_port}")
+        self._running = asyncio.create_task(self.worker.run())
+        return self.rpc.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Take no new runs, give the running ones ``grace`` seconds (default: the
+        shutdown grace) before handing them back, then close everything."""
+        log.info("stopping: no new runs; %d running", self.worker.busy)
+        if self.rpc is not None:
+            await self.rpc.health.enter_graceful_shutdown()
+        self.worker.stop()
+        await self.worker.hand_back_after(self.settings.server.shutdown_grace_seconds if grace is None else grace)
+        if self._running is not None:
+            await self._running
+            log.info("worker loop stopped")
+        if self.rpc is not None:
+            await stop_server(self.rpc, 1.0)
+        await self._close_stores()
+
+    async def _close_stores(self) -> None:
+        await self.redis.aclose()
+        await self.db.close()
+
+
 async def serve(settings: Settings) -> None:
-    w = settings.worker
-    worker_id = w.id or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
-    worker_id_var.set(worker_id)
-    executor = build_executor(settings)
+    app = WorkerApp(settings)
+    worker_id_var.set(app.worker_id)
     try:
-        await executor.start()
+        port = await app.start()
     except ExecutorError as exc:
-        await executor.close()
         hint = (
             " The sandbox needs root with the capabilities to create namespaces (SYS_ADMIN), mount, switch uids "
             "and write cgroups. JOBMESH_WORKER_SANDBOX=off turns it off (development only: scripts then run "
@@ -84,36 +142,11 @@ async def serve(settings: Settings) -> None:
             else ""
         )
         raise SystemExit(f"worker_svc: {exc}.{hint}") from exc
-    db = Database.from_url(settings.database.database_url, max(2, w.slots))
-    redis = create_redis(settings.redis.redis_url)
-    rpc = await create_server(f"{settings.server.host}:{settings.server.worker_port}")
-    worker = Worker(
-        WorkerConfig(
-            worker_id=worker_id,
-            queues=[q.strip() for q in w.queues.split(",") if q.strip()] or ["default"],
-            slots=w.slots,
-            heartbeat_seconds=w.heartbeat_seconds,
-            shutdown_grace_seconds=settings.server.shutdown_grace_seconds,
-            prefetch=w.prefetch,
-            sandboxed=w.sandbox != "off",
-        ),
-        RunLifecycleRepository(db),
-        DispatchQueue(redis),
-        executor,
-    )
-    running = asyncio.create_task(worker.run())
     settle_heap()
-    print(f"worker_svc ready id={worker_id} slots={w.slots} grpc={settings.server.host}:{rpc.port}", flush=True)
+    w = settings.worker
+    print(f"worker_svc ready id={app.worker_id} slots={w.slots} grpc={settings.server.host}:{port}", flush=True)
     await wait_for_shutdown_signal()
-    log.info("stopping: no new runs; %d running", worker.busy)
-    await rpc.health.enter_graceful_shutdown()
-    worker.stop()
-    await worker.hand_back_after(settings.server.shutdown_grace_seconds)
-    await running
-    log.info("worker loop stopped")
-    await stop_server(rpc, 1.0)
-    await redis.aclose()
-    await db.close()
+    await app.stop()
     log.info("stopped")
 
 

@@ -204,14 +204,14 @@ class Worker:
             for _ in range(free - len(raws)):
                 self._free.release()
             for raw in raws:
-                task = asyncio.create_task(self._guarded(raw))
+                task = asyncio.create_task(self._guarded(raw, queue))
                 self._handlers.add(task)
                 task.add_done_callback(self._handlers.discard)
 
-    async def _guarded(self, raw: bytes) -> None:
+    async def _guarded(self, raw: bytes, queue: str) -> None:
         slot = _Slot(self._free)
         try:
-            await self._handle(raw, slot)
+            await self._handle(raw, queue, slot)
         except Exception:
             log.exception("handling a message failed")
         finally:
@@ -219,14 +219,14 @@ class Worker:
 
     # One run ----------------------------------------------------------------
 
-    async def _handle(self, raw: bytes, slot: _Slot) -> None:
-        """Take the run at once (the fenced start, batched), start the script at its
-        slot, free the slot when the script ends, then report (batched)."""
+    async def _handle(self, raw: bytes, queue: str, slot: _Slot) -> None:
+        """Take the run (popped from ``queue``) at once (the fenced start, batched), start
+        the script at its slot, free the slot when the script ends, then report (batched)."""
         try:
             msg = keys.QueueMessage.decode(raw)
         except (ValueError, KeyError):
             log.error("dropping malformed queue message %r", raw[:200])
-            await self._dispatch.forget(self.config.worker_id, raw)
+            await self._dispatch.forget(self.config.worker_id, queue, raw)
             return
         if self._stopping.is_set():
             # Popped while the worker stops (a BLMOVE can return a message handed back
@@ -238,7 +238,7 @@ class Worker:
             return
         started = await self._start(msg)
         if started is None:
-            await self._dispatch.forget(self.config.worker_id, raw)
+            await self._dispatch.forget(self.config.worker_id, queue, raw)
             return
         event = asyncio.Event()
         run, job, token = started.run, started.job, started.token
@@ -256,7 +256,7 @@ class Worker:
         def on_output(stream: LogStream, chunk: bytes) -> None:
             text = decoders[stream].decode(chunk)
             if text:
-                self._live.put(run.id, stream, text)
+                self._live.put(run.id, run.queue, stream, text)
 
         began = utcnow()
         give_back = False
@@ -343,7 +343,7 @@ class Worker:
         flags: list[bool] = []
         if won:
             try:
-                flags = await self._dispatch.started([run.id for run, _, _ in won])
+                flags = await self._dispatch.started([run for run, _, _ in won])
             except (RedisError, OSError) as exc:
                 log.warning("cancel flags unreadable: %s", exc)
         flagged = {run.id for (run, _, _), flag in zip(won, flags, strict=False) if flag}

@@ -1,6 +1,6 @@
 -- append_output: the live output of a batch of runs.
 --
--- KEYS[1..]  log...       jobmesh:runlog:{run}, each run's live log
+-- KEYS[1..]  log...       jobmesh:{q:<queue>}:runlog:<run>, each run's live log
 -- ARGV[1]    ttl          seconds each live log lives on after this
 -- ARGV[2]    max_entries  the most entries a live log keeps
 -- ARGV[3]    cap          the most bytes of output a live log keeps (its newest)

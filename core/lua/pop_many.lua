@@ -1,7 +1,7 @@
 -- pop_many: up to a count of messages off a queue, into a worker's processing list.
 --
--- KEYS[1]    queue        jobmesh:queue:{queue}, taken from its RIGHT (consuming) end
--- KEYS[2]    processing   jobmesh:processing:{worker}, the worker's list, put on its LEFT end
+-- KEYS[1]    queue        jobmesh:{q:<queue>}:queue, taken from its RIGHT (consuming) end
+-- KEYS[2]    processing   jobmesh:{q:<queue>}:processing:<worker>, put on its LEFT end
 -- ARGV[1]    count        how many to take at most
 --
 -- Returns the messages taken, oldest first. Each move is an LMOVE: a message is

@@ -1,7 +1,7 @@
 -- started: the Redis side of a batch of runs a worker has just taken (started).
 --
--- KEYS[1..]  run...       per run, two keys: jobmesh:cancel:{run} (its cancel flag),
---                         then jobmesh:runlog:{run} (its live log)
+-- KEYS[1..]  run...       per run, two keys of its queue's slot: jobmesh:{q:<queue>}:cancel:<run>
+--                         (its cancel flag), then jobmesh:{q:<queue>}:runlog:<run> (its live log)
 -- ARGV[1]    ttl          seconds each live log lives on after this
 -- ARGV[2]    max_entries  the entries a live log keeps (approximately: MAXLEN ~)
 -- ARGV[3]    kind         the kind of the entry appended (status)

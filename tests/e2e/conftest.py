@@ -4,7 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.procs import Proc
+from tests.support.processes import Proc
+from tests.support.real_mesh import RealMesh, start_mesh
 
 
 @pytest.fixture
@@ -14,3 +15,10 @@ def procs() -> Iterator[list[Proc]]:
     yield started
     for proc in started:
         proc.kill()
+
+
+@pytest.fixture(scope="module")
+def real_mesh() -> Iterator[RealMesh]:
+    """The whole mesh as real processes on a fresh database, shared by a module's tests."""
+    with start_mesh() as mesh:
+        yield mesh

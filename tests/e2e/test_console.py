@@ -22,8 +22,8 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.e2e.mesh import RealMesh, start_mesh
-from tests.e2e.procs import ROOT
+from tests.support.processes import ROOT
+from tests.support.real_mesh import RealMesh, start_mesh
 
 pytestmark = pytest.mark.e2e
 

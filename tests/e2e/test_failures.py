@@ -20,9 +20,9 @@ from sqlalchemy import text
 
 from db.engine import Database
 from gen.jobmesh.v1 import auth_pb2, auth_pb2_grpc, job_pb2, job_pb2_grpc
-from tests.conftest import REDIS_TEST_URL, mysql, new_database
-from tests.e2e.procs import Proc, base_env, free_port, start
-from tests.integration.jobhelp import one_time, recurring
+from tests.support.jobs import one_time, recurring
+from tests.support.processes import Proc, base_env, free_port, start
+from tests.support.services import REDIS_TEST_URL, mysql, new_database
 
 pytestmark = pytest.mark.e2e
 

@@ -8,56 +8,28 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REDIS_TEST_URL
-from tests.e2e.mesh import RealMesh, final, real_mesh, wait_runs  # noqa: F401
-from tests.e2e.procs import ROOT, Proc, base_env, start
+from tests.support.hostile import hostile_script
+from tests.support.processes import ROOT, Proc, base_env, start
+from tests.support.real_mesh import RealMesh, final, wait_runs
+from tests.support.services import REDIS_TEST_URL
 
 pytestmark = pytest.mark.e2e
 
 
-def hostile_script(root: Path, ports: tuple[int, ...] = (6379, 3306)) -> str:
-    """A job that looks for the mesh's secrets, processes, stores and files, and
-    prints what it found (all lists empty when the sandbox holds)."""
-    return f"""
-import glob, json, os, signal, socket
-out = {{"secrets": [], "killed": [], "reached": [], "seen": []}}
-for path in glob.glob("/proc/*/environ") + glob.glob("/proc/*/cmdline"):
-    try:
-        if b"JOBMESH" in open(path, "rb").read():
-            out["secrets"].append(path)
-    except OSError:
-        pass
-for pid in [int(p) for p in os.listdir("/proc") if p.isdigit()] + [os.getppid()]:
-    if pid not in (0, os.getpid()):
-        try:
-            os.kill(pid, signal.SIGKILL)
-            out["killed"].append(pid)
-        except OSError:
-            pass
-for port in {ports!r}:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        out["reached"].append(port)
-    except OSError:
-        pass
-for pattern in ("{root}/core/*.py", "{root}/.jobmesh/*", "/tmp/jobmesh-*/run-*/job.py", "/tmp/*"):
-    out["seen"] += glob.glob(pattern)
-print(json.dumps(out))
-"""
-
-
-def test_a_hostile_job_finds_nothing_and_harms_no_one(real_mesh: RealMesh) -> None:  # noqa: F811
+def test_a_hostile_job_finds_nothing_and_harms_no_one(real_mesh: RealMesh) -> None:
     victim_token, _ = real_mesh.user("victim")
     attacker_token, _ = real_mesh.user("attacker")
     victim = real_mesh.create_one_time(
         victim_token, "import time\nAPI_KEY = 'victim-key-4242'\ntime.sleep(4)\nprint('ok')"
     )
-    time.sleep(1.0)  # the victim's run is in flight while the attacker's runs
+    # The victim's run is in flight while the attacker's runs.
+    wait_runs(
+        real_mesh, victim_token, victim["jobId"], lambda runs: any(r["status"] == "RUN_STATUS_RUNNING" for r in runs)
+    )
     attacker = real_mesh.create_one_time(attacker_token, hostile_script(ROOT))
     [attack] = wait_runs(real_mesh, attacker_token, attacker["jobId"], final)
     status, logs = real_mesh.call(

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh import RealMesh, final, wait_runs
-from tests.e2e.procs import ROOT, Proc, free_port
-from tests.e2e.test_hostile_jobs import hostile_script
-from tests.e2e.test_processes import health_serving, listed_services
+from tests.support.hostile import hostile_script
+from tests.support.processes import ROOT, Proc, free_port, health_serving, listed_services, mesh_port_settings
+from tests.support.real_mesh import RealMesh, final, wait_runs
 
 pytestmark = pytest.mark.e2e
 
@@ -47,11 +46,7 @@ def test_make_up_from_fresh_copy(tmp_path: Path, procs: list[Proc]) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JOBMESH_") and k != "VIRTUAL_ENV"}
     env["PATH"] = ":".join(p for p in env["PATH"].split(":") if ".venv" not in p)
     env.update(
-        JOBMESH_SCHEDULER_PORT=str(ports["sched"]),
-        JOBMESH_SCHEDULER_METRICS_PORT=str(ports["sched_metrics"]),
-        JOBMESH_MONITOR_GRPC_PORT=str(ports["mon_grpc"]),
-        JOBMESH_MONITOR_HTTP_PORT=str(ports["mon_http"]),
-        JOBMESH_GATEWAY_PORT=str(ports["gw"]),
+        mesh_port_settings(ports),
         # Nothing answers on this port: `make up` must start its own redis-server.
         JOBMESH_REDIS_URL=f"redis://127.0.0.1:{ports['redis']}/0",
     )

@@ -3,36 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 import urllib.request
-from pathlib import Path
 
-import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.conftest import REDIS_TEST_URL
-from tests.e2e.procs import Proc, base_env, free_port, start
+from tests.support.processes import Proc, base_env, free_port, health_serving, listed_services, start
+from tests.support.services import REDIS_TEST_URL
 
 pytestmark = pytest.mark.e2e
-
-
-def grpcurl() -> str:
-    return shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
-
-
-def health_serving(port: int) -> bool:
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
-def listed_services(port: int) -> set[str]:
-    out = subprocess.run([grpcurl(), "-plaintext", f"127.0.0.1:{port}", "list"], capture_output=True, text=True,
-                         timeout=20, check=True)  # fmt: skip
-    return set(out.stdout.split())
 
 
 def stop_cleanly(proc: Proc) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
+import sys
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -16,13 +16,14 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tests.e2e.mesh import RealMesh, final, real_mesh, wait_runs  # noqa: F401 - the fixture
+from tests.support.polling import poll_until
+from tests.support.real_mesh import RealMesh, final, wait_runs
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.timeout(180)
-def test_original_http_flow(real_mesh: RealMesh) -> None:  # noqa: F811
+def test_original_http_flow(real_mesh: RealMesh) -> None:
     mesh = real_mesh
     token, user_id = mesh.user("flow")
     policy = {"maxAttempts": 3, "strategy": "ExponentialBackoff", "initialDelaySeconds": 1, "maxDelaySeconds": 2,
@@ -87,7 +88,7 @@ def test_original_http_flow(real_mesh: RealMesh) -> None:  # noqa: F811
     assert {j["ownerId"] for j in listing["jobs"]} == {user_id}
 
 
-def test_status_mapping_and_visibility(real_mesh: RealMesh) -> None:  # noqa: F811
+def test_status_mapping_and_visibility(real_mesh: RealMesh) -> None:
     mesh = real_mesh
     token, _ = mesh.user("mapper")
     other, _ = mesh.user("other")
@@ -153,7 +154,7 @@ def call_from(
 
 
 @pytest.mark.timeout(120)
-def test_login_throttling_counts_the_http_client_not_what_it_claims(real_mesh: RealMesh) -> None:  # noqa: F811
+def test_login_throttling_counts_the_http_client_not_what_it_claims(real_mesh: RealMesh) -> None:
     mesh = real_mesh
     mesh.user("quinn")
     wrong = {"email": "quinn@example.com", "password": "wrong password"}
@@ -200,13 +201,14 @@ def sample(text: str, name: str) -> float:
 
 
 @pytest.mark.timeout(120)
-def test_prometheus_metrics(real_mesh: RealMesh) -> None:  # noqa: F811
+def test_prometheus_metrics(real_mesh: RealMesh) -> None:
     mesh = real_mesh
     token, _ = mesh.user("metrics")
     for script in ("print(1)", "raise SystemExit(1)"):
         job = mesh.create_one_time(token, script)
         wait_runs(mesh, token, job["jobId"], final)
-    time.sleep(6)  # the monitor observes finished runs 5 s behind, so late commits are not missed
+    # The monitor observes finished runs 5 s behind, so late commits are not missed.
+    poll_until(lambda: sample(scrape(mesh.monitor_http + "/metrics"), "jobmesh_run_duration_seconds_count") >= 2, 30)
     status, _ = mesh.call("GET", "/api/health")  # one RPC the monitor's own gRPC metrics count
     assert status == 200
     text = scrape(mesh.monitor_http + "/metrics")
@@ -234,10 +236,10 @@ def test_prometheus_metrics(real_mesh: RealMesh) -> None:  # noqa: F811
 
 
 @pytest.mark.timeout(300)
-def test_schemathesis_finds_no_server_errors(real_mesh: RealMesh, tmp_path: Path) -> None:  # noqa: F811
+def test_schemathesis_finds_no_server_errors(real_mesh: RealMesh, tmp_path: Path) -> None:
     mesh = real_mesh
     token, _ = mesh.user("fuzzer")
-    binary = Path(__import__("sys").executable).parent / "schemathesis"
+    binary = Path(sys.executable).parent / "schemathesis"
     result = subprocess.run(
         [str(binary), "run", f"{mesh.gateway}/openapi.json", "--header", f"Authorization: Bearer {token}",
          "--checks", "not_a_server_error,response_schema_conformance", "--max-examples", "25",
@@ -255,7 +257,7 @@ def chromium() -> str:
 
 
 @pytest.mark.timeout(120)
-def test_swagger_ui_renders_in_headless_chromium(real_mesh: RealMesh, tmp_path: Path) -> None:  # noqa: F811
+def test_swagger_ui_renders_in_headless_chromium(real_mesh: RealMesh, tmp_path: Path) -> None:
     result = subprocess.run(
         [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
@@ -269,7 +271,7 @@ def test_swagger_ui_renders_in_headless_chromium(real_mesh: RealMesh, tmp_path: 
 
 
 @pytest.mark.timeout(60)
-def test_follow_logs_as_server_sent_events(real_mesh: RealMesh) -> None:  # noqa: F811
+def test_follow_logs_as_server_sent_events(real_mesh: RealMesh) -> None:
     import json
 
     mesh = real_mesh

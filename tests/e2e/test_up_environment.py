@@ -8,13 +8,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.mesh import RealMesh
-from tests.e2e.procs import ROOT, Proc, free_port
+from tests.support.processes import Proc, descendants, free_port, mesh_port_settings, module_of, start_jobmesh_up
+from tests.support.real_mesh import RealMesh
 
 pytestmark = pytest.mark.e2e
 
@@ -27,34 +26,6 @@ def environ_of(pid: int) -> dict[str, str]:
     return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0") if "=" in item)
 
 
-def descendants(root: int) -> dict[int, list[str]]:
-    """Every live process below ``root``: pid -> command line."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # it ended meanwhile
-                continue
-            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found: dict[int, list[str]] = {}
-    frontier = [root]
-    while frontier:
-        parent = frontier.pop()
-        for pid, ppid in parents.items():
-            if ppid == parent:
-                try:
-                    found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-                except OSError:
-                    continue
-                frontier.append(pid)
-    return found
-
-
-def module_of(cmdline: list[str]) -> str:
-    return cmdline[cmdline.index("-m") + 1] if "-m" in cmdline else cmdline[0]
-
-
 @pytest.mark.timeout(180)
 def test_worker_holds_no_auth_secret(tmp_path: Path, procs: list[Proc]) -> None:
     ports = {name: free_port() for name in ("sched", "sched_metrics", "mon_grpc", "mon_http", "gw", "redis")}
@@ -62,11 +33,7 @@ def test_worker_holds_no_auth_secret(tmp_path: Path, procs: list[Proc]) -> None:
     env.update(
         JOBMESH_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'jobmesh.db'}",
         JOBMESH_REDIS_URL=f"redis://127.0.0.1:{ports['redis']}/0",  # a private redis-server, started by `up`
-        JOBMESH_SCHEDULER_PORT=str(ports["sched"]),
-        JOBMESH_SCHEDULER_METRICS_PORT=str(ports["sched_metrics"]),
-        JOBMESH_MONITOR_GRPC_PORT=str(ports["mon_grpc"]),
-        JOBMESH_MONITOR_HTTP_PORT=str(ports["mon_http"]),
-        JOBMESH_GATEWAY_PORT=str(ports["gw"]),
+        **mesh_port_settings(ports),
         JOBMESH_SHUTDOWN_GRACE_SECONDS="1",
         JOBMESH_JWT_SECRET=SECRET,
         JOBMESH_JWT_ISSUER="jobmesh-up-test",
@@ -74,11 +41,8 @@ def test_worker_holds_no_auth_secret(tmp_path: Path, procs: list[Proc]) -> None:
         JOBMESH_ADMIN_PASSWORD=ADMIN_PASSWORD,
         JOBMESH_WORKER_SLOTS="3",
     )
-    popen = subprocess.Popen(
-        [sys.executable, "-c", "from launcher.cli import main; main()", "up"],  # the `jobmesh` command, from ROOT
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    up = Proc("jobmesh up", popen)
+    up = start_jobmesh_up(env)
+    popen = up.popen
     procs.append(up)
     try:
         check_environments(up, ports["gw"])

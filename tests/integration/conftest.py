@@ -16,25 +16,25 @@ from gen.jobmesh.v1 import health_pb2_grpc
 from monitor_svc.health import MeshHealth
 from monitor_svc.health_servicer import HealthServicer
 from monitor_svc.metrics import MetricsCollector
-from tests.conftest import Mesh
-from tests.integration.inputs import Stack
+from tests.support.inputs import Stack
+from tests.support.scheduler import InProcessScheduler
 
 
 @pytest.fixture
-async def stack(mesh: Mesh) -> AsyncIterator[Stack]:
-    health = MeshHealth(mesh.app.db, mesh.app.redis, 10.0)
-    servicer = HealthServicer(health, MetricsCollector(health, StatsRepository(mesh.app.db)))
+async def stack(scheduler: InProcessScheduler) -> AsyncIterator[Stack]:
+    health = MeshHealth(scheduler.app.db, scheduler.app.redis, 10.0)
+    servicer = HealthServicer(health, MetricsCollector(health, StatsRepository(scheduler.app.db)))
     monitor = await create_server(
         "127.0.0.1:0",
         [(health_pb2_grpc.add_HealthServiceServicer_to_server, servicer, "jobmesh.v1.HealthService")],
         [ServiceInterceptor()],
     )
-    assert mesh.app.rpc is not None
-    backends = connect(f"127.0.0.1:{mesh.app.rpc.port}", f"127.0.0.1:{monitor.port}")
+    assert scheduler.app.rpc is not None
+    backends = connect(f"127.0.0.1:{scheduler.app.rpc.port}", f"127.0.0.1:{monitor.port}")
     runner, port = await start_http(build_app(backends), "127.0.0.1", 0)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{monitor.port}")
     async with aiohttp.ClientSession() as http:
-        yield Stack(mesh, channel, f"http://127.0.0.1:{port}", http)
+        yield Stack(scheduler, channel, f"http://127.0.0.1:{port}", http)
     await channel.close()
     await runner.cleanup()
     await backends.close()

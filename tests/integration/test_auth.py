@@ -11,8 +11,6 @@ from collections import Counter
 import grpc
 import jwt
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from core.auth import Role, TokenCodec, check_secret
 from core.passwords import PasswordHasher
@@ -20,33 +18,17 @@ from core.settings import AuthSettings, Settings
 from core.throttle import account_key
 from gen.jobmesh.v1 import auth_pb2
 from scheduler_svc.main import SchedulerApp
-from tests.conftest import Client, Mesh, make_settings, wait_for
+from tests.support.polling import wait_for
+from tests.support.rpc import Client, expect_code, field_violations
+from tests.support.scheduler import InProcessScheduler
+from tests.support.services import make_settings
 
 PASSWORD = "correct horse battery"
 NEW_PASSWORD = "battery staple horse"
 
 
-def field_violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
-    status = rpc_status.from_call(err)
-    out: dict[str, str] = {}
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            out.update({v.field: v.description for v in bad.field_violations})
-    return out
-
-
-async def expect_code(call: object, code: grpc.StatusCode) -> grpc.aio.AioRpcError:
-    with pytest.raises(grpc.aio.AioRpcError) as info:
-        await call  # type: ignore[misc]
-    assert info.value.code() == code, info.value.details()
-    return info.value
-
-
-async def test_sign_up_login_and_current_user(mesh: Mesh) -> None:
-    auth = mesh.anon.auth
+async def test_sign_up_login_and_current_user(scheduler: InProcessScheduler) -> None:
+    auth = scheduler.anon.auth
     up = await auth.SignUp(auth_pb2.SignUpRequest(username="ada", email="Ada@Example.com", password=PASSWORD))
     assert up.token == up.access_token and up.refresh_token and up.user_id
     assert up.email == "ada@example.com" and up.role == auth_pb2.ROLE_USER and up.expires_in == 3600
@@ -58,8 +40,8 @@ async def test_sign_up_login_and_current_user(mesh: Mesh) -> None:
     assert (me.username, me.email, me.role) == ("ada", "ada@example.com", auth_pb2.ROLE_USER)
 
 
-async def test_sign_up_validation_and_duplicates(mesh: Mesh) -> None:
-    auth = mesh.anon.auth
+async def test_sign_up_validation_and_duplicates(scheduler: InProcessScheduler) -> None:
+    auth = scheduler.anon.auth
     err = await expect_code(
         auth.SignUp(auth_pb2.SignUpRequest(username="x", email="not-an-email", password="short")),
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -80,8 +62,8 @@ async def test_sign_up_validation_and_duplicates(mesh: Mesh) -> None:
     )
 
 
-async def test_login_does_not_reveal_whether_the_email_exists(mesh: Mesh) -> None:
-    auth = mesh.anon.auth
+async def test_login_does_not_reveal_whether_the_email_exists(scheduler: InProcessScheduler) -> None:
+    auth = scheduler.anon.auth
     await auth.SignUp(auth_pb2.SignUpRequest(username="carol", email="carol@example.com", password=PASSWORD))
     wrong = await expect_code(
         auth.Login(auth_pb2.LoginRequest(email="carol@example.com", password="wrong password")),
@@ -108,42 +90,42 @@ Answer = tuple[str, str]
 THROTTLED_900 = "too many failed logins; try again in 900 s"
 
 
-async def attempt(mesh: Mesh, email: str, password: str, address: str = "") -> Answer:
+async def attempt(scheduler: InProcessScheduler, email: str, password: str, address: str = "") -> Answer:
     """A login's answer as (status name, message); ``address`` is the client the
     test's connection (from loopback, a trusted proxy by default) forwards for."""
     metadata = (("x-forwarded-for", address),) if address else ()
     try:
-        await mesh.anon.auth.Login(auth_pb2.LoginRequest(email=email, password=password), metadata=metadata)
+        await scheduler.anon.auth.Login(auth_pb2.LoginRequest(email=email, password=password), metadata=metadata)
     except grpc.aio.AioRpcError as err:
         return err.code().name, err.details() or ""
     return "OK", ""
 
 
-async def sign_up(mesh: Mesh, name: str) -> auth_pb2.SignUpResponse:
-    response: auth_pb2.SignUpResponse = await mesh.anon.auth.SignUp(
+async def sign_up(scheduler: InProcessScheduler, name: str) -> auth_pb2.SignUpResponse:
+    response: auth_pb2.SignUpResponse = await scheduler.anon.auth.SignUp(
         auth_pb2.SignUpRequest(username=name, email=f"{name}@example.com", password=PASSWORD)
     )
     return response
 
 
 @LONG_DELAYS
-async def test_parallel_guesses_are_each_counted_and_only_the_free_ones_checked(mesh: Mesh) -> None:
+async def test_parallel_guesses_are_each_counted_and_only_the_free_ones_checked(scheduler: InProcessScheduler) -> None:
     email, attacker, owner = "grace@example.com", "198.51.100.7", "203.0.113.9"
-    await sign_up(mesh, "grace")
-    guesses = await asyncio.gather(*(attempt(mesh, email, f"wrong password {i}", attacker) for i in range(50)))
+    await sign_up(scheduler, "grace")
+    guesses = await asyncio.gather(*(attempt(scheduler, email, f"wrong password {i}", attacker) for i in range(50)))
     # Each guess is charged before its check: all 50 count, and only the 5 free ones
     # were checked (a checked wrong password answers UNAUTHENTICATED).
     assert Counter(code for code, _ in guesses) == {"UNAUTHENTICATED": 5, "RESOURCE_EXHAUSTED": 45}
-    assert await mesh.app.login_attempts.failures(account_key(email), attacker) == 50
+    assert await scheduler.app.login_attempts.failures(account_key(email), attacker) == 50
     # Throttled, the right password among parallel guesses is refused unchecked like the rest.
     batch = [PASSWORD if i == 7 else f"wrong password {i}" for i in range(10)]
-    answers = await asyncio.gather(*(attempt(mesh, email, password, attacker) for password in batch))
+    answers = await asyncio.gather(*(attempt(scheduler, email, password, attacker) for password in batch))
     assert {code for code, _ in answers} == {"RESOURCE_EXHAUSTED"}
-    assert await mesh.app.login_attempts.failures(account_key(email), attacker) == 60
+    assert await scheduler.app.login_attempts.failures(account_key(email), attacker) == 60
     # The owner, at another address, is not affected: neither forwarded for nor as the peer itself.
-    assert await attempt(mesh, email, PASSWORD, owner) == ("OK", "")
-    assert await attempt(mesh, email, PASSWORD) == ("OK", "")
-    assert await attempt(mesh, email, PASSWORD, attacker) == answers[7] == ("RESOURCE_EXHAUSTED", THROTTLED_900)
+    assert await attempt(scheduler, email, PASSWORD, owner) == ("OK", "")
+    assert await attempt(scheduler, email, PASSWORD) == ("OK", "")
+    assert await attempt(scheduler, email, PASSWORD, attacker) == answers[7] == ("RESOURCE_EXHAUSTED", THROTTLED_900)
 
 
 @pytest.mark.parametrize(
@@ -152,23 +134,25 @@ async def test_parallel_guesses_are_each_counted_and_only_the_free_ones_checked(
     indirect=True,
     ids=["loopback-untrusted"],
 )
-async def test_an_untrusted_peer_cannot_pose_as_other_clients(mesh: Mesh) -> None:
-    await sign_up(mesh, "heidi")
-    answers = [await attempt(mesh, "heidi@example.com", "wrong password", f"203.0.113.{i}") for i in range(7)]
+async def test_an_untrusted_peer_cannot_pose_as_other_clients(scheduler: InProcessScheduler) -> None:
+    await sign_up(scheduler, "heidi")
+    answers = [await attempt(scheduler, "heidi@example.com", "wrong password", f"203.0.113.{i}") for i in range(7)]
     assert [code for code, _ in answers] == ["UNAUTHENTICATED"] * 5 + ["RESOURCE_EXHAUSTED"] * 2
-    assert await mesh.app.login_attempts.failures(account_key("heidi@example.com"), "127.0.0.1") == 7
+    assert await scheduler.app.login_attempts.failures(account_key("heidi@example.com"), "127.0.0.1") == 7
 
 
 @LONG_DELAYS
-async def test_unknown_existing_and_disabled_emails_are_answered_alike(mesh: Mesh) -> None:
-    admin = await mesh.user("ADMIN")
-    await sign_up(mesh, "ivan")
-    judy = await sign_up(mesh, "judy")
+async def test_unknown_existing_and_disabled_emails_are_answered_alike(scheduler: InProcessScheduler) -> None:
+    admin = await scheduler.user("ADMIN")
+    await sign_up(scheduler, "ivan")
+    judy = await sign_up(scheduler, "judy")
     await admin.auth.SetUserDisabled(
         auth_pb2.SetUserDisabledRequest(user_id=judy.user_id, disabled=True), metadata=admin.md
     )
     emails = ["ivan@example.com", "nobody@example.com", "judy@example.com"]
-    rounds = [[await attempt(mesh, email, "wrong password", "198.51.100.20") for email in emails] for _ in range(8)]
+    rounds = [
+        [await attempt(scheduler, email, "wrong password", "198.51.100.20") for email in emails] for _ in range(8)
+    ]
     for answers in rounds:
         assert len(set(answers)) == 1, answers
     assert [answers[0][0] for answers in rounds] == ["UNAUTHENTICATED"] * 5 + ["RESOURCE_EXHAUSTED"] * 3
@@ -176,35 +160,38 @@ async def test_unknown_existing_and_disabled_emails_are_answered_alike(mesh: Mes
     assert rounds[5][0] == ("RESOURCE_EXHAUSTED", "too many failed logins; try again in 600 s")
     assert rounds[6][0] == ("RESOURCE_EXHAUSTED", THROTTLED_900)
     burst = await asyncio.gather(
-        *(attempt(mesh, email, "wrong password", "198.51.100.21") for email in emails for _ in range(10))
+        *(attempt(scheduler, email, "wrong password", "198.51.100.21") for email in emails for _ in range(10))
     )
     per_email = [Counter(burst[i * 10 : (i + 1) * 10]) for i in range(len(emails))]
     assert per_email[0] == per_email[1] == per_email[2], per_email
 
 
-async def test_throttling_delays_and_never_locks(mesh: Mesh) -> None:
+async def test_throttling_delays_and_never_locks(scheduler: InProcessScheduler) -> None:
     email = "kate@example.com"
-    await sign_up(mesh, "kate")
+    await sign_up(scheduler, "kate")
     for _ in range(5):
-        assert (await attempt(mesh, email, "wrong password"))[0] == "UNAUTHENTICATED"
+        assert (await attempt(scheduler, email, "wrong password"))[0] == "UNAUTHENTICATED"
     # The 6th is refused, counted, and told the 7th's delay.
-    assert await attempt(mesh, email, PASSWORD) == ("RESOURCE_EXHAUSTED", "too many failed logins; try again in 2 s")
+    assert await attempt(scheduler, email, PASSWORD) == (
+        "RESOURCE_EXHAUSTED",
+        "too many failed logins; try again in 2 s",
+    )
     await asyncio.sleep(2)  # the delay itself is the behaviour under test
-    assert await attempt(mesh, email, PASSWORD) == ("OK", "")
+    assert await attempt(scheduler, email, PASSWORD) == ("OK", "")
     # The right password cleared the count: free attempts again.
-    assert (await attempt(mesh, email, "wrong password"))[0] == "UNAUTHENTICATED"
+    assert (await attempt(scheduler, email, "wrong password"))[0] == "UNAUTHENTICATED"
 
 
-async def test_a_demoted_admin_loses_her_powers_on_her_next_request(mesh: Mesh) -> None:
-    root = await mesh.user("ADMIN")
-    up = await sign_up(mesh, "mallory")
+async def test_a_demoted_admin_loses_her_powers_on_her_next_request(scheduler: InProcessScheduler) -> None:
+    root = await scheduler.user("ADMIN")
+    up = await sign_up(scheduler, "mallory")
     await root.auth.SetUserRole(
         auth_pb2.SetUserRoleRequest(user_id=up.user_id, role=auth_pb2.ROLE_ADMIN), metadata=root.md
     )
-    login = await mesh.anon.auth.Login(auth_pb2.LoginRequest(email="mallory@example.com", password=PASSWORD))
-    her = mesh.anon.as_user(login.access_token, login.user_id)
+    login = await scheduler.anon.auth.Login(auth_pb2.LoginRequest(email="mallory@example.com", password=PASSWORD))
+    her = scheduler.anon.as_user(login.access_token, login.user_id)
     # Another scheduler instance on the same database, which learns of changes only by reading.
-    other_app = SchedulerApp(mesh.app.settings)
+    other_app = SchedulerApp(scheduler.app.settings)
     other_port = await other_app.start(loops=False)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{other_port}") as channel:
@@ -244,53 +231,53 @@ async def test_a_demoted_admin_loses_her_powers_on_her_next_request(mesh: Mesh) 
         await other_app.stop()
 
 
-async def test_a_password_change_ends_every_session(mesh: Mesh) -> None:
-    first = await sign_up(mesh, "nina")
-    second = await mesh.anon.auth.Login(auth_pb2.LoginRequest(email="nina@example.com", password=PASSWORD))
+async def test_a_password_change_ends_every_session(scheduler: InProcessScheduler) -> None:
+    first = await sign_up(scheduler, "nina")
+    second = await scheduler.anon.auth.Login(auth_pb2.LoginRequest(email="nina@example.com", password=PASSWORD))
     md = (("authorization", f"Bearer {second.access_token}"),)
     err = await expect_code(
-        mesh.anon.auth.ChangePassword(
+        scheduler.anon.auth.ChangePassword(
             auth_pb2.ChangePasswordRequest(current_password="not my password", new_password=NEW_PASSWORD), metadata=md
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert set(field_violations(err)) == {"current_password"}
     err = await expect_code(
-        mesh.anon.auth.ChangePassword(
+        scheduler.anon.auth.ChangePassword(
             auth_pb2.ChangePasswordRequest(current_password=PASSWORD, new_password="short"), metadata=md
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     assert set(field_violations(err)) == {"new_password"}
-    changed = await mesh.anon.auth.ChangePassword(
+    changed = await scheduler.anon.auth.ChangePassword(
         auth_pb2.ChangePasswordRequest(current_password=PASSWORD, new_password=NEW_PASSWORD), metadata=md
     )
     assert changed.access_token and changed.user_id == first.user_id
     for old in (first, second):
         await expect_code(
-            mesh.anon.auth.GetCurrentUser(
+            scheduler.anon.auth.GetCurrentUser(
                 auth_pb2.GetCurrentUserRequest(), metadata=(("authorization", f"Bearer {old.access_token}"),)
             ),
             grpc.StatusCode.UNAUTHENTICATED,
         )
         await expect_code(
-            mesh.anon.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=old.refresh_token)),
+            scheduler.anon.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=old.refresh_token)),
             grpc.StatusCode.UNAUTHENTICATED,
         )
-    await mesh.anon.auth.GetCurrentUser(
+    await scheduler.anon.auth.GetCurrentUser(
         auth_pb2.GetCurrentUserRequest(), metadata=(("authorization", f"Bearer {changed.access_token}"),)
     )
-    await mesh.anon.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=changed.refresh_token))
-    assert (await attempt(mesh, "nina@example.com", PASSWORD))[0] == "UNAUTHENTICATED"
-    assert await attempt(mesh, "nina@example.com", NEW_PASSWORD) == ("OK", "")
+    await scheduler.anon.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=changed.refresh_token))
+    assert (await attempt(scheduler, "nina@example.com", PASSWORD))[0] == "UNAUTHENTICATED"
+    assert await attempt(scheduler, "nina@example.com", NEW_PASSWORD) == ("OK", "")
 
 
-async def test_a_disabled_account_is_shut_out_at_once(mesh: Mesh) -> None:
-    root = await mesh.user("ADMIN")
-    bystander = await mesh.user()
-    olga = await sign_up(mesh, "olga")
+async def test_a_disabled_account_is_shut_out_at_once(scheduler: InProcessScheduler) -> None:
+    root = await scheduler.user("ADMIN")
+    bystander = await scheduler.user()
+    olga = await sign_up(scheduler, "olga")
     olga_md = (("authorization", f"Bearer {olga.access_token}"),)
-    await mesh.anon.auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest(), metadata=olga_md)
+    await scheduler.anon.auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest(), metadata=olga_md)
     await expect_code(
         bystander.auth.SetUserDisabled(
             auth_pb2.SetUserDisabledRequest(user_id=olga.user_id, disabled=True), metadata=bystander.md
@@ -308,28 +295,28 @@ async def test_a_disabled_account_is_shut_out_at_once(mesh: Mesh) -> None:
     )
     assert disabled.disabled
     await expect_code(
-        mesh.anon.auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest(), metadata=olga_md),
+        scheduler.anon.auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest(), metadata=olga_md),
         grpc.StatusCode.UNAUTHENTICATED,
     )
     await expect_code(
-        mesh.anon.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=olga.refresh_token)),
+        scheduler.anon.auth.Refresh(auth_pb2.RefreshRequest(refresh_token=olga.refresh_token)),
         grpc.StatusCode.UNAUTHENTICATED,
     )
-    assert await attempt(mesh, "olga@example.com", PASSWORD) == ("UNAUTHENTICATED", "invalid email or password")
+    assert await attempt(scheduler, "olga@example.com", PASSWORD) == ("UNAUTHENTICATED", "invalid email or password")
     listed = await root.auth.ListUsers(auth_pb2.ListUsersRequest(), metadata=root.md)
     assert {u.id: u.disabled for u in listed.users}[olga.user_id]
     await root.auth.SetUserDisabled(
         auth_pb2.SetUserDisabledRequest(user_id=olga.user_id, disabled=False), metadata=root.md
     )
-    assert await attempt(mesh, "olga@example.com", PASSWORD) == ("OK", "")
+    assert await attempt(scheduler, "olga@example.com", PASSWORD) == ("OK", "")
     # Enabling does not bring the ended sessions back.
     await expect_code(
-        mesh.anon.auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest(), metadata=olga_md),
+        scheduler.anon.auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest(), metadata=olga_md),
         grpc.StatusCode.UNAUTHENTICATED,
     )
 
 
-async def test_password_checks_leave_the_event_loop_free(mesh: Mesh) -> None:
+async def test_password_checks_leave_the_event_loop_free(scheduler: InProcessScheduler) -> None:
     """The scheduler runs in this test's event loop: a ticker in it keeps ticking
     while logins are checked. Were the checks on the loop, it would stall for about
     the sum of their durations."""
@@ -351,9 +338,11 @@ async def test_password_checks_leave_the_event_loop_free(mesh: Mesh) -> None:
             last = now
 
     # A first round opens the database connections and warms the statement caches.
-    await asyncio.gather(*(attempt(mesh, f"warm-{i}@example.com", "wrong password") for i in range(logins)))
+    await asyncio.gather(*(attempt(scheduler, f"warm-{i}@example.com", "wrong password") for i in range(logins)))
     ticking = asyncio.create_task(ticker())
-    answers = await asyncio.gather(*(attempt(mesh, f"nobody-{i}@example.com", "wrong password") for i in range(logins)))
+    answers = await asyncio.gather(
+        *(attempt(scheduler, f"nobody-{i}@example.com", "wrong password") for i in range(logins))
+    )
     done.set()
     await ticking
     assert {code for code, _ in answers} == {"UNAUTHENTICATED"}
@@ -362,8 +351,8 @@ async def test_password_checks_leave_the_event_loop_free(mesh: Mesh) -> None:
     assert stalled < logins * one_check / 4, (stalled, one_check, max(gaps))
 
 
-async def test_refresh_rotates_and_reuse_revokes_the_chain(mesh: Mesh) -> None:
-    auth = mesh.anon.auth
+async def test_refresh_rotates_and_reuse_revokes_the_chain(scheduler: InProcessScheduler) -> None:
+    auth = scheduler.anon.auth
     up = await auth.SignUp(auth_pb2.SignUpRequest(username="erin", email="erin@example.com", password=PASSWORD))
     first = await auth.Refresh(auth_pb2.RefreshRequest(refresh_token=up.refresh_token))
     assert first.refresh_token != up.refresh_token and first.access_token
@@ -377,9 +366,9 @@ async def test_refresh_rotates_and_reuse_revokes_the_chain(mesh: Mesh) -> None:
     await expect_code(auth.Refresh(auth_pb2.RefreshRequest(refresh_token="")), grpc.StatusCode.INVALID_ARGUMENT)
 
 
-async def test_admin_only_user_management(mesh: Mesh) -> None:
-    admin = await mesh.user("ADMIN")
-    user = await mesh.user()
+async def test_admin_only_user_management(scheduler: InProcessScheduler) -> None:
+    admin = await scheduler.user("ADMIN")
+    user = await scheduler.user()
     listed = await admin.auth.ListUsers(auth_pb2.ListUsersRequest(page_size=1), metadata=admin.md)
     assert len(listed.users) == 1 and listed.next_page_token
     rest = await admin.auth.ListUsers(
@@ -412,13 +401,13 @@ async def test_admin_only_user_management(mesh: Mesh) -> None:
     )
 
 
-async def test_first_admin_from_settings_is_idempotent(mesh: Mesh) -> None:
-    accounts = mesh.app.accounts
+async def test_first_admin_from_settings_is_idempotent(scheduler: InProcessScheduler) -> None:
+    accounts = scheduler.app.accounts
     await accounts.ensure_admin("root@example.com", PASSWORD)
     await accounts.ensure_admin("root@example.com", PASSWORD)
-    login = await mesh.anon.auth.Login(auth_pb2.LoginRequest(email="root@example.com", password=PASSWORD))
+    login = await scheduler.anon.auth.Login(auth_pb2.LoginRequest(email="root@example.com", password=PASSWORD))
     assert login.role == auth_pb2.ROLE_ADMIN
-    users, _ = await accounts._users.list(10, 0)
+    users, _ = await scheduler.app.users.list(10, 0)
     assert [u.email for u in users].count("root@example.com") == 1
 
 
@@ -426,9 +415,9 @@ def _b64(data: dict[str, object]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
 
-async def test_jwt_attacks_are_unauthenticated(mesh: Mesh) -> None:
-    user = await mesh.user()
-    settings = mesh.app.settings.auth
+async def test_jwt_attacks_are_unauthenticated(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
+    settings = scheduler.app.settings.auth
     now = int(time.time())
     good = {"sub": user.user_id, "role": "ADMIN", "iat": now, "exp": now + 600, "iss": settings.jwt_issuer,
             "aud": settings.jwt_audience}  # fmt: skip
@@ -448,15 +437,19 @@ async def test_jwt_attacks_are_unauthenticated(mesh: Mesh) -> None:
     }
     for name, token in bad_tokens.items():
         err = await expect_code(
-            mesh.anon.auth.GetCurrentUser(
+            scheduler.anon.auth.GetCurrentUser(
                 auth_pb2.GetCurrentUserRequest(), metadata=(("authorization", f"Bearer {token}"),)
             ),
             grpc.StatusCode.UNAUTHENTICATED,
         )
         assert err.code() == grpc.StatusCode.UNAUTHENTICATED, name
-    await expect_code(mesh.anon.auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest()), grpc.StatusCode.UNAUTHENTICATED)
     await expect_code(
-        mesh.anon.auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest(), metadata=(("authorization", "Basic abc"),)),
+        scheduler.anon.auth.GetCurrentUser(auth_pb2.GetCurrentUserRequest()), grpc.StatusCode.UNAUTHENTICATED
+    )
+    await expect_code(
+        scheduler.anon.auth.GetCurrentUser(
+            auth_pb2.GetCurrentUserRequest(), metadata=(("authorization", "Basic abc"),)
+        ),
         grpc.StatusCode.UNAUTHENTICATED,
     )
 

@@ -14,15 +14,15 @@ from db.engine import Database
 from db.models import RunRow
 from gen.jobmesh.v1 import health_pb2, health_pb2_grpc, job_pb2, run_pb2
 from monitor_svc.health import percentile
-from tests.conftest import Mesh
-from tests.integration.inputs import Stack
-from tests.integration.jobhelp import one_time, recurring
+from tests.support.inputs import Stack
+from tests.support.jobs import one_time, recurring
+from tests.support.scheduler import InProcessScheduler
 
 NOBODY = "00000000-0000-7000-8000-000000000000"
 
 
-async def test_list_filters_and_schedule_words(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_list_filters_and_schedule_words(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     for name, queue in (("Nightly Report", "reports"), ("nightly backup", "default"), ("hourly sync", "reports")):
         await user.jobs.CreateJob(
             job_pb2.CreateJobRequest(job=recurring("30 2 * * MON-FRI", name=name, queue=queue)), metadata=user.md
@@ -50,8 +50,8 @@ async def test_list_filters_and_schedule_words(mesh: Mesh) -> None:
     assert preview.description == "Every 15th minute of every hour" and len(preview.fire_times) == 10
 
 
-async def test_recent_runs_of_many_jobs(mesh: Mesh) -> None:
-    owner, other, viewer = await mesh.user(), await mesh.user(), await mesh.user("VIEWER")
+async def test_recent_runs_of_many_jobs(scheduler: InProcessScheduler) -> None:
+    owner, other, viewer = await scheduler.user(), await scheduler.user(), await scheduler.user("VIEWER")
     mine = await owner.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring("@daily")), metadata=owner.md)
     quiet = await owner.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring("@daily")), metadata=owner.md)
     theirs = await other.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring("@daily")), metadata=other.md)
@@ -81,7 +81,7 @@ async def test_recent_runs_of_many_jobs(mesh: Mesh) -> None:
             await owner.runs.BatchListRecentRuns(request, metadata=owner.md)
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in str(bad.value.details()), field
     with pytest.raises(grpc.aio.AioRpcError) as anon:
-        await mesh.anon.runs.BatchListRecentRuns(run_pb2.BatchListRecentRunsRequest(job_ids=[mine.id]))
+        await scheduler.anon.runs.BatchListRecentRuns(run_pb2.BatchListRecentRunsRequest(job_ids=[mine.id]))
     assert anon.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
@@ -90,8 +90,8 @@ async def _set_runs(db: Database, ids: list[str], **values: object) -> None:
         await conn.execute(update(RunRow).where(RunRow.id.in_(ids)).values(**values))
 
 
-async def test_running_runs_follow_visibility(mesh: Mesh, db: Database) -> None:
-    owner, other, admin = await mesh.user(), await mesh.user(), await mesh.user("ADMIN")
+async def test_running_runs_follow_visibility(scheduler: InProcessScheduler, db: Database) -> None:
+    owner, other, admin = await scheduler.user(), await scheduler.user(), await scheduler.user("ADMIN")
     mine = await owner.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring("@daily")), metadata=owner.md)
     theirs = await other.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring("@daily")), metadata=other.md)
     now = datetime.now(UTC)
@@ -113,7 +113,7 @@ async def test_running_runs_follow_visibility(mesh: Mesh, db: Database) -> None:
 
 
 async def test_lateness_percentiles_in_the_figures(stack: Stack, db: Database) -> None:
-    user = await stack.mesh.user()
+    user = await stack.scheduler.user()
     job = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring("@daily")), metadata=user.md)
     runs = [await user.jobs.RunJobNow(job_pb2.RunJobNowRequest(id=job.id), metadata=user.md) for _ in range(10)]
     now = datetime.now(UTC)

@@ -27,9 +27,10 @@ def messages(n: int) -> list[bytes]:
 async def taken_by(dispatch: DispatchQueue, worker_id: str, sent: list[bytes], redis: Redis) -> None:
     """``sent`` pushed (the first one first) and all popped by ``worker_id``."""
     await redis.lpush(QUEUE, *sent)
+    await redis.sadd(keys.QUEUES, "default")  # as a push does: the reaper looks in the queues known
     while await dispatch.pop_many(worker_id, "default", 100):
         pass
-    assert await redis.llen(keys.processing(worker_id)) == len(sent)
+    assert await redis.llen(keys.processing("default", worker_id)) == len(sent)
 
 
 async def test_a_dead_workers_list_goes_back_whole_while_others_pop_and_nothing_is_ever_missing(
@@ -49,8 +50,8 @@ async def test_a_dead_workers_list_goes_back_whole_while_others_pop_and_nothing_
         while not stop.is_set():
             async with redis.pipeline(transaction=True) as pipe:
                 pipe.llen(QUEUE)
-                pipe.llen(keys.processing("dead"))
-                pipe.llen(keys.processing("alive"))
+                pipe.llen(keys.processing("default", "dead"))
+                pipe.llen(keys.processing("default", "alive"))
                 queued, dead, alive = await pipe.execute()
             seen.append((queued + dead + alive, dead))
 
@@ -64,8 +65,8 @@ async def test_a_dead_workers_list_goes_back_whole_while_others_pop_and_nothing_
     assert moved == len(sent)
     assert any(0 < dead < len(sent) for _, dead in seen), "the observer looked while the requeue went on"
     assert {total for total, _ in seen} == {len(sent)}, "at every instant, every message is in exactly one list"
-    assert await redis.llen(keys.processing("dead")) == 0
-    everywhere = await redis.lrange(QUEUE, 0, -1) + await redis.lrange(keys.processing("alive"), 0, -1)
+    assert await redis.llen(keys.processing("default", "dead")) == 0
+    everywhere = await redis.lrange(QUEUE, 0, -1) + await redis.lrange(keys.processing("default", "alive"), 0, -1)
     assert sorted(everywhere) == sorted(sent), "nothing lost, nothing doubled"
 
 
@@ -74,7 +75,7 @@ async def test_the_oldest_goes_first_and_a_message_no_longer_held_is_not_put_bac
     sent = messages(REQUEUE_PAGE + 3)
     older, newer = sent[:-1], sent[-1:]
     await taken_by(dispatch, "dead", older, redis)
-    await redis.lpush(keys.processing("dead"), b"not a queue message")
+    await redis.lpush(keys.processing("default", "dead"), b"not a queue message")
     await redis.lpush(QUEUE, *newer)  # pushed after the dead worker took the others
 
     assert await dispatch.requeue_processing("dead") == len(older), "the malformed one is dropped"

@@ -6,26 +6,47 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from sqlalchemy import select, update
 
 from core.attempts import RunResult
 from core.domain import RunStatus
+from core.redis_client import RedisClient
 from db.models import RunRow, ScheduleStateRow
+from db.repositories.schedules import ScheduleRepository
 from gen.jobmesh.v1 import job_pb2, run_pb2
-from tests.conftest import Client, Mesh, wait_for
-from tests.integration.engine import running_worker
-from tests.integration.jobhelp import one_time, recurring
+from scheduler_svc.materializer import Materializer
+from tests.support.jobs import one_time, recurring
+from tests.support.polling import wait_for
+from tests.support.rpc import Client
+from tests.support.scheduler import InProcessScheduler
+from tests.support.workers import running_worker
 from worker_svc.worker import Worker
 
 
 async def runs_of(client: Client, job_id: str) -> list[run_pb2.Run]:
     page = await client.runs.ListRuns(run_pb2.ListRunsRequest(job_id=job_id, page_size=500), metadata=client.md)
     return list(page.runs)
+
+
+async def blocked_in_blmove(redis: Redis) -> bool:
+    """Whether a client of the test database waits in BLMOVE: a worker's pop on an empty queue."""
+    cluster: RedisClient = redis
+    if isinstance(cluster, RedisCluster):  # the node of the default queue's slot (a cluster has db 0 only)
+        from core import keys
+
+        db, clients = "0", await cluster.client_list(target_nodes=cluster.get_node_from_key(keys.queue("default")))
+    else:
+        db = str(redis.connection_pool.connection_kwargs.get("db", 0))
+        clients = await redis.client_list()
+    return any(c.get("cmd") == "blmove" and "b" in c.get("flags", "") and c.get("db") == db for c in clients)
 
 
 def statuses(runs: list[run_pb2.Run]) -> list[str]:
@@ -46,10 +67,10 @@ async def finished(client: Client, job_id: str, n: int = 1) -> list[run_pb2.Run]
     return result
 
 
-async def test_one_time_job_runs_once_and_completes(mesh: Mesh) -> None:
-    user = await mesh.user()
-    mesh.app.start_loops()
-    async with running_worker(mesh.app.settings, "w-one"):
+async def test_one_time_job_runs_once_and_completes(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
+    scheduler.app.start_loops()
+    async with running_worker(scheduler.app.settings, "w-one"):
         at = datetime.now(UTC) + timedelta(seconds=1)
         job = await user.jobs.CreateJob(
             job_pb2.CreateJobRequest(
@@ -68,7 +89,7 @@ async def test_one_time_job_runs_once_and_completes(mesh: Mesh) -> None:
         assert got.state == job_pb2.JOB_STATE_COMPLETED
         fetched = await user.runs.GetRun(run_pb2.GetRunRequest(run_id=run.id, job_id=job.id), metadata=user.md)
         assert fetched == run
-        other = await mesh.user()
+        other = await scheduler.user()
         for call in (
             user.runs.GetRun(run_pb2.GetRunRequest(run_id=run.id, job_id=other.user_id), metadata=user.md),
             other.runs.GetRun(run_pb2.GetRunRequest(run_id=run.id), metadata=other.md),
@@ -83,10 +104,10 @@ async def test_one_time_job_runs_once_and_completes(mesh: Mesh) -> None:
         assert len(await runs_of(user, job.id)) == 1
 
 
-async def test_recurring_every_second_job_fires_each_slot(mesh: Mesh) -> None:
-    user = await mesh.user()
-    mesh.app.start_loops()
-    async with running_worker(mesh.app.settings, "w-rec", slots=4):
+async def test_recurring_every_second_job_fires_each_slot(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
+    scheduler.app.start_loops()
+    async with running_worker(scheduler.app.settings, "w-rec", slots=4):
         job = await user.jobs.CreateJob(
             job_pb2.CreateJobRequest(job=recurring("* * * * * *", script="pass")), metadata=user.md
         )
@@ -102,10 +123,10 @@ async def _succeeded_count(user: Client, job_id: str, n: int) -> bool:
     return statuses(await runs_of(user, job_id)).count("SUCCEEDED") >= n
 
 
-async def test_failures_retry_exactly_max_attempts(mesh: Mesh) -> None:
-    user = await mesh.user()
-    mesh.app.start_loops()
-    async with running_worker(mesh.app.settings, "w-retry"):
+async def test_failures_retry_exactly_max_attempts(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
+    scheduler.app.start_loops()
+    async with running_worker(scheduler.app.settings, "w-retry"):
         job = await user.jobs.CreateJob(
             job_pb2.CreateJobRequest(
                 job=one_time(
@@ -129,9 +150,9 @@ async def test_failures_retry_exactly_max_attempts(mesh: Mesh) -> None:
     assert got.state == job_pb2.JOB_STATE_COMPLETED
 
 
-async def test_timeout_kills_the_whole_group(mesh: Mesh) -> None:
-    user = await mesh.user()
-    mesh.app.start_loops()
+async def test_timeout_kills_the_whole_group(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
+    scheduler.app.start_loops()
     marker = f"600.{os.getpid():09d}"  # the grandchild's command line, found from the host
     script = (
         "import os, subprocess, sys, time\n"
@@ -139,7 +160,7 @@ async def test_timeout_kills_the_whole_group(mesh: Mesh) -> None:
         "print(child.pid, flush=True)\n"
         "time.sleep(600)\n"
     )
-    async with running_worker(mesh.app.settings, "w-timeout"):
+    async with running_worker(scheduler.app.settings, "w-timeout"):
         job = await user.jobs.CreateJob(
             job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script=script, timeout_seconds=2)),
             metadata=user.md,
@@ -162,8 +183,8 @@ def _running(marker: str) -> bool:
     return False
 
 
-async def test_cancel_pending_and_running(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_cancel_pending_and_running(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     later = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=one_time()), metadata=user.md)
     pending = (await runs_of(user, later.id))[0]
     cancelled = await user.runs.CancelRun(run_pb2.CancelRunRequest(run_id=pending.id), metadata=user.md)
@@ -173,8 +194,8 @@ async def test_cancel_pending_and_running(mesh: Mesh) -> None:
         raise AssertionError("cancelling an ended run must fail")
     except grpc.aio.AioRpcError as err:
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
-    mesh.app.start_loops()
-    async with running_worker(mesh.app.settings, "w-cancel"):
+    scheduler.app.start_loops()
+    async with running_worker(scheduler.app.settings, "w-cancel"):
         job = await user.jobs.CreateJob(
             job_pb2.CreateJobRequest(
                 job=one_time(datetime.now(UTC), script="import time\nprint('started', flush=True)\ntime.sleep(120)")
@@ -195,15 +216,15 @@ async def _run_in(user: Client, job_id: str, status: int) -> run_pb2.Run | None:
     return next((r for r in await runs_of(user, job_id) if r.status == status), None)
 
 
-async def test_script_sees_a_clean_environment(mesh: Mesh, monkeypatch: object) -> None:
+async def test_script_sees_a_clean_environment(scheduler: InProcessScheduler, monkeypatch: object) -> None:
     import os
 
     os.environ["JOBMESH_SECRET_FOR_TEST"] = "leak"
     try:
-        user = await mesh.user()
-        mesh.app.start_loops()
+        user = await scheduler.user()
+        scheduler.app.start_loops()
         script = "import json, os\nprint(json.dumps(sorted(os.environ)))\nprint(os.getcwd())"
-        async with running_worker(mesh.app.settings, "w-env"):
+        async with running_worker(scheduler.app.settings, "w-env"):
             job = await user.jobs.CreateJob(
                 job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script=script)), metadata=user.md
             )
@@ -217,12 +238,12 @@ async def test_script_sees_a_clean_environment(mesh: Mesh, monkeypatch: object) 
     assert cwd == "/job", "its own directory, in its own root"
 
 
-async def test_limits_stop_memory_hogs_and_fork_bombs(mesh: Mesh) -> None:
-    user = await mesh.user()
-    mesh.app.start_loops()
+async def test_limits_stop_memory_hogs_and_fork_bombs(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
+    scheduler.app.start_loops()
     hog = "data = bytearray(10 * 1024 ** 3)\nprint('allocated')"
     bomb = "import os, time\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        time.sleep(0.01)\n"
-    async with running_worker(mesh.app.settings, "w-limits") as worker:
+    async with running_worker(scheduler.app.settings, "w-limits") as worker:
         hog_job = await user.jobs.CreateJob(
             job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script=hog)), metadata=user.md
         )
@@ -241,18 +262,18 @@ async def test_limits_stop_memory_hogs_and_fork_bombs(mesh: Mesh) -> None:
     assert statuses(bomb_runs) == ["TIMED_OUT"]
 
 
-async def test_superseded_fencing_token_is_rejected(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_superseded_fencing_token_is_rejected(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     job = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC))), metadata=user.md)
     run = (await runs_of(user, job.id))[0]
-    repo = mesh.app.run_lifecycle
+    repo = scheduler.app.run_lifecycle
     when = run.scheduled_at.ToDatetime(tzinfo=UTC)
     now = datetime.now(UTC)
-    async with mesh.app.db.transaction() as conn:
+    async with scheduler.app.db.transaction() as conn:
         await conn.execute(update(RunRow).where(RunRow.id == run.id).values(status="QUEUED"))
     assert await repo.start([(run.id, when)], "old-worker", "token-old", now)
     # The old worker's attempt is handed back and started again elsewhere (a newer token).
-    current = await mesh.app.run_repo.get(run.id)
+    current = await scheduler.app.run_repo.get(run.id)
     assert current is not None and await repo.hand_back(current, "token-old", now)
     assert await repo.start([(run.id, when)], "new-worker", "token-new", now)
     assert not await repo.start([(run.id, when)], "third-worker", "token-3", now), "a run starts at most once"
@@ -262,20 +283,20 @@ async def test_superseded_fencing_token_is_rejected(mesh: Mesh) -> None:
     assert fresh.accepted == [run.id]
     again = await repo.finish([RunResult(run.id, when, "token-old", RunStatus.FAILED, 1, "later")], now)
     assert again.rejected == [run.id]
-    final = await mesh.app.run_repo.get(run.id)
+    final = await scheduler.app.run_repo.get(run.id)
     assert final is not None and final.status is RunStatus.SUCCEEDED and final.worker_id == "new-worker"
 
 
-async def _set_cursor_back(mesh: Mesh, job_id: str, slots_ago: int, period: timedelta) -> datetime:
+async def _set_cursor_back(scheduler: InProcessScheduler, job_id: str, slots_ago: int, period: timedelta) -> datetime:
     now = datetime.now(UTC).replace(microsecond=0)
     first = now - period * slots_ago
-    async with mesh.app.db.transaction() as conn:
+    async with scheduler.app.db.transaction() as conn:
         await conn.execute(update(ScheduleStateRow).where(ScheduleStateRow.job_id == job_id).values(next_fire_at=first))
     return first
 
 
-async def test_misfire_policies_after_downtime(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_misfire_policies_after_downtime(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     results = {}
     for policy in (job_pb2.MISFIRE_POLICY_SKIP, job_pb2.MISFIRE_POLICY_RUN_ONCE, job_pb2.MISFIRE_POLICY_RUN_ALL):
         job = await user.jobs.CreateJob(
@@ -283,16 +304,16 @@ async def test_misfire_policies_after_downtime(mesh: Mesh) -> None:
         )
         # As if the scheduler had been stopped across 10 minute slots.
         now = datetime.now(UTC).replace(second=0, microsecond=0)
-        async with mesh.app.db.transaction() as conn:
+        async with scheduler.app.db.transaction() as conn:
             await conn.execute(
                 update(ScheduleStateRow)
                 .where(ScheduleStateRow.job_id == job.id)
                 .values(next_fire_at=now - timedelta(minutes=10))
             )
         results[policy] = job.id
-    await mesh.app.materializer.tick(datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(seconds=1))
+    await scheduler.app.materializer.tick(datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(seconds=1))
     for policy, job_id in results.items():
-        async with mesh.app.db.transaction() as conn:
+        async with scheduler.app.db.transaction() as conn:
             rows = (
                 await conn.execute(select(RunRow).where(RunRow.job_id == job_id).order_by(RunRow.scheduled_at))
             ).all()
@@ -312,28 +333,27 @@ async def test_misfire_policies_after_downtime(mesh: Mesh) -> None:
         assert current.trigger == "SCHEDULE" and current.status == "PENDING"
 
 
-async def test_run_all_is_capped(mesh: Mesh) -> None:
-    from dataclasses import replace
-
-    mesh.app.materializer._config = replace(mesh.app.materializer._config, run_all_cap=3)
-    user = await mesh.user()
+async def test_run_all_is_capped(scheduler: InProcessScheduler) -> None:
+    app = scheduler.app
+    capped = Materializer(ScheduleRepository(app.db), replace(app.materializer.config, run_all_cap=3))
+    user = await scheduler.user()
     job = await user.jobs.CreateJob(
         job_pb2.CreateJobRequest(job=recurring("* * * * *", misfire_policy=job_pb2.MISFIRE_POLICY_RUN_ALL)),
         metadata=user.md,
     )
     now = datetime.now(UTC).replace(second=0, microsecond=0)
-    await _set_cursor_back(mesh, job.id, 10, timedelta(minutes=1))
-    await mesh.app.materializer.tick(now + timedelta(seconds=1))
+    await _set_cursor_back(scheduler, job.id, 10, timedelta(minutes=1))
+    await capped.tick(now + timedelta(seconds=1))
     runs = await runs_of(user, job.id)
     assert statuses(runs).count("SKIPPED") == 7
     assert [r.trigger for r in runs].count(run_pb2.RUN_TRIGGER_CATCH_UP) == 3
 
 
-async def test_two_materializers_never_double_fire(mesh: Mesh) -> None:
+async def test_two_materializers_never_double_fire(scheduler: InProcessScheduler) -> None:
     from scheduler_svc.main import SchedulerApp
 
-    other = SchedulerApp(mesh.app.settings)
-    user = await mesh.user()
+    other = SchedulerApp(scheduler.app.settings)
+    user = await scheduler.user()
     jobs = [
         (await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring("* * * * * *")), metadata=user.md)).id
         for _ in range(20)
@@ -343,11 +363,11 @@ async def test_two_materializers_never_double_fire(mesh: Mesh) -> None:
         for step in range(10):
             at = start + timedelta(seconds=step)
             await asyncio.gather(
-                mesh.app.materializer.tick(at), other.materializer.tick(at), mesh.app.materializer.tick(at)
+                scheduler.app.materializer.tick(at), other.materializer.tick(at), scheduler.app.materializer.tick(at)
             )
     finally:
         await other.stop()
-    async with mesh.app.db.transaction() as conn:
+    async with scheduler.app.db.transaction() as conn:
         rows = (await conn.execute(select(RunRow.job_id, RunRow.scheduled_at))).all()
     assert len(rows) == len(set(rows))
     per_job = {j: sorted(s for jid, s in rows if jid == j) for j in jobs}
@@ -355,11 +375,11 @@ async def test_two_materializers_never_double_fire(mesh: Mesh) -> None:
         assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(slots))
 
 
-async def test_overlap_forbid_and_replace(mesh: Mesh) -> None:
-    user = await mesh.user()
-    mesh.app.start_loops()
+async def test_overlap_forbid_and_replace(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
+    scheduler.app.start_loops()
     slow = "import time\ntime.sleep(30)"
-    async with running_worker(mesh.app.settings, "w-overlap", slots=4):
+    async with running_worker(scheduler.app.settings, "w-overlap", slots=4):
         forbid = await user.jobs.CreateJob(
             job_pb2.CreateJobRequest(
                 job=recurring("*/2 * * * * *", script=slow, overlap_policy=job_pb2.OVERLAP_POLICY_FORBID)
@@ -392,8 +412,8 @@ async def test_overlap_forbid_and_replace(mesh: Mesh) -> None:
                     await user.runs.CancelRun(run_pb2.CancelRunRequest(run_id=run.id), metadata=user.md)
 
 
-async def test_flushed_redis_loses_nothing(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_flushed_redis_loses_nothing(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     jobs = []
     for _ in range(500):
         jobs.append(
@@ -404,34 +424,34 @@ async def test_flushed_redis_loses_nothing(mesh: Mesh) -> None:
             ).id
         )
     # Dispatch everything (QUEUED, messages in Redis), then lose Redis' contents.
-    while await mesh.app.dispatcher.tick():
+    while await scheduler.app.dispatcher.tick():
         pass
-    async with mesh.app.db.transaction() as conn:
+    async with scheduler.app.db.transaction() as conn:
         queued = (await conn.execute(select(RunRow.id).where(RunRow.status == "QUEUED"))).all()
     assert len(queued) == 500
-    await mesh.app.redis.flushdb()
-    mesh.app.start_loops()
+    await scheduler.app.redis.flushdb()
+    scheduler.app.start_loops()
     async with (
-        running_worker(mesh.app.settings, "w-flush-1", slots=4),
-        running_worker(mesh.app.settings, "w-flush-2", slots=4),
+        running_worker(scheduler.app.settings, "w-flush-1", slots=4),
+        running_worker(scheduler.app.settings, "w-flush-2", slots=4),
     ):
 
         async def all_done() -> bool:
-            async with mesh.app.db.transaction() as conn:
+            async with scheduler.app.db.transaction() as conn:
                 rows = (await conn.execute(select(RunRow.status))).all()
             return len(rows) == 500 and all(r.status == "SUCCEEDED" for r in rows)
 
         await wait_for(all_done, timeout=120, interval=0.5)
-    async with mesh.app.db.transaction() as conn:
+    async with scheduler.app.db.transaction() as conn:
         rows = (await conn.execute(select(RunRow.job_id, RunRow.attempt))).all()
     assert sorted(r.job_id for r in rows) == sorted(jobs), "each run once, none twice"
     assert {r.attempt for r in rows} == {1}
 
 
-async def test_a_run_taken_ahead_of_its_slot_never_shows_an_earlier_start(mesh: Mesh) -> None:
-    user = await mesh.user()
-    mesh.app.start_loops()
-    async with running_worker(mesh.app.settings, "w1"):
+async def test_a_run_taken_ahead_of_its_slot_never_shows_an_earlier_start(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
+    scheduler.app.start_loops()
+    async with running_worker(scheduler.app.settings, "w1"):
         due = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=3)
         job = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=one_time(due, script="pass")), metadata=user.md)
         # Dispatched and taken up to the dispatch lead before its slot.
@@ -445,30 +465,32 @@ async def test_a_run_taken_ahead_of_its_slot_never_shows_an_earlier_start(mesh: 
     assert statuses(done) == ["SUCCEEDED"] and done[0].started_at.ToDatetime(UTC) >= due
 
 
-async def test_a_stopping_worker_gives_back_untaken_what_its_last_pop_returns(mesh: Mesh) -> None:
+async def test_a_stopping_worker_gives_back_untaken_what_its_last_pop_returns(
+    scheduler: InProcessScheduler, redis: Redis
+) -> None:
     from core import keys
 
-    user = await mesh.user()
+    user = await scheduler.user()
     job = await user.jobs.CreateJob(
         job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script="print('ran')")), metadata=user.md
     )
-    async with running_worker(mesh.app.settings, "w-stopping", slots=1) as worker:
-        await asyncio.sleep(0.2)  # its fetch loop now waits in BLMOVE (1 s) on the empty queue
+    async with running_worker(scheduler.app.settings, "w-stopping", slots=1) as worker:
+        await wait_for(lambda: blocked_in_blmove(redis))  # its fetch loop waits on the empty queue
         worker.stop()
         # Dispatched after the stop began (as a run another worker hands back): the
         # waiting BLMOVE returns it to the stopping worker.
-        assert await mesh.app.dispatcher.tick()
+        assert await scheduler.app.dispatcher.tick()
     [run] = await runs_of(user, job.id)
     assert statuses([run]) == ["QUEUED"] and run.worker_id == "", "not taken, not run"
-    queued = await mesh.app.redis.lrange(keys.queue("default"), 0, -1)
+    queued = await scheduler.app.redis.lrange(keys.queue("default"), 0, -1)
     assert [keys.QueueMessage.decode(m).run_id for m in queued] == [run.id], "back on the queue for another worker"
-    assert await mesh.app.redis.llen(keys.processing("w-stopping")) == 0
+    assert await scheduler.app.redis.llen(keys.processing("default", "w-stopping")) == 0
 
 
-async def test_a_prefetched_run_without_a_slot_goes_to_another_worker(mesh: Mesh) -> None:
-    user = await mesh.user()
-    mesh.app.start_loops()
-    async with running_worker(mesh.app.settings, "w-busy", slots=1, prefetch=1):
+async def test_a_prefetched_run_without_a_slot_goes_to_another_worker(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
+    scheduler.app.start_loops()
+    async with running_worker(scheduler.app.settings, "w-busy", slots=1, prefetch=1):
         long = await user.jobs.CreateJob(
             job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script="import time\ntime.sleep(6)")),
             metadata=user.md,
@@ -479,7 +501,7 @@ async def test_a_prefetched_run_without_a_slot_goes_to_another_worker(mesh: Mesh
         )
         taken = await wait_for(lambda: _run_in(user, short.id, run_pb2.RUN_STATUS_RUNNING), timeout=15)
         assert taken.worker_id == "w-busy", "taken ahead by the busy worker"
-        async with running_worker(mesh.app.settings, "w-idle", slots=1, prefetch=0):
+        async with running_worker(scheduler.app.settings, "w-idle", slots=1, prefetch=0):
             done = await finished(user, short.id)
             assert await _run_in(user, long.id, run_pb2.RUN_STATUS_RUNNING) is not None, "long still running"
     assert statuses(done) == ["SUCCEEDED"] and done[0].attempt == 1
@@ -487,7 +509,7 @@ async def test_a_prefetched_run_without_a_slot_goes_to_another_worker(mesh: Mesh
 
 
 async def test_a_loop_that_misses_its_cancellation_does_not_hold_up_the_stop(
-    mesh: Mesh, monkeypatch: pytest.MonkeyPatch
+    scheduler: InProcessScheduler, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As a Redis read that misses its cancellation: the worker still stops, and in
     # time (running_worker waits at most 15 s for it).
@@ -506,7 +528,7 @@ async def test_a_loop_that_misses_its_cancellation_does_not_hold_up_the_stop(
 
     monkeypatch.setattr(Worker, "_cancel_listener", deaf_listener)
     try:
-        async with running_worker(mesh.app.settings, "w-deaf"):
+        async with running_worker(scheduler.app.settings, "w-deaf"):
             await wait_for(lambda: deaf)
         assert missed.is_set() and not deaf[0].done()
     finally:

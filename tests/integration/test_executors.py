@@ -14,31 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import wait_for
+from tests.support.polling import wait_for
+from tests.support.sandbox import LIMITS, SANDBOX, processes_of_runs
 from worker_svc.sandbox import (
     OUTPUT_GATHER_SECONDS,
     ExecResult,
     ExecutorError,
     ForkServerExecutor,
     IsolatingExecutor,
-    Limits,
     Outcome,
     Sandbox,
     SubprocessExecutor,
 )
 
-LIMITS = Limits(
-    cpu_seconds=60,
-    memory_bytes=1024**3,
-    open_files=128,
-    processes=64,
-    file_size_bytes=16 * 1024**2,
-    output_cap_bytes=4096,
-)
-
-
-# Runs of these tests use uids of their own (a mesh may be running on this host).
-SANDBOX = Sandbox(uid_base=400000 + (os.getpid() % 1000) * 64, uid_count=64, concurrency=16)
 UNSANDBOXED = Sandbox(enabled=False)
 
 
@@ -48,21 +36,6 @@ async def executor(request: pytest.FixtureRequest) -> AsyncIterator[IsolatingExe
     chosen: IsolatingExecutor = kind(LIMITS, SANDBOX)
     yield chosen
     await chosen.close()
-
-
-def processes_of_runs(sandbox: Sandbox = SANDBOX) -> list[int]:
-    """Host pids of every process running under one of ``sandbox``'s uids."""
-    found = []
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/status") as fh:
-                    uid = int(next(line for line in fh if line.startswith("Uid:")).split()[1])
-            except (OSError, StopIteration):
-                continue
-            if sandbox.uid_base <= uid < sandbox.uid_base + sandbox.uid_count:
-                found.append(int(name))
-    return found
 
 
 async def run(executor: IsolatingExecutor, source: str, timeout: float = 10.0) -> ExecResult:
@@ -231,7 +204,7 @@ async def test_limits_stop_memory_hogs_and_fork_bombs(executor: IsolatingExecuto
 
 async def test_run_cgroups_are_emptied_reused_and_removed_on_close() -> None:
     executor = ForkServerExecutor(LIMITS, UNSANDBOXED)  # the sandbox hides the cgroup's path
-    root = executor._cgroups.get("pids")
+    root = executor.cgroups.get("pids")
     if root is None:
         await executor.close()
         pytest.skip("no writable pids cgroup hierarchy here (not root)")
@@ -274,8 +247,8 @@ async def test_fork_server_death_fails_its_runs_and_it_comes_back() -> None:
             )
         )
         await asyncio.wait_for(started.wait(), 10)
-        assert executor._helper is not None
-        os.kill(executor._helper.pid, signal.SIGKILL)
+        assert executor.helper is not None
+        os.kill(executor.helper.pid, signal.SIGKILL)
         with pytest.raises(ExecutorError, match="fork server exited"):
             await asyncio.wait_for(running, 10)
         again = await run(executor, "print('new helper')")
@@ -296,7 +269,7 @@ async def test_closing_the_fork_server_kills_runs_in_flight() -> None:
         )
     )
     await wait_for(lambda: output.endswith(b"\n"), timeout=10)
-    helper = executor._helper
+    helper = executor.helper
     await executor.close()  # as when the worker exits: the helper sees EOF
     assert helper is not None and helper.returncode is not None
     await wait_for(lambda: not processes_of_runs(), timeout=5)
@@ -316,7 +289,7 @@ async def test_unsandboxed_run_directories_are_reused_only_when_nothing_of_the_r
     assert not os.path.exists(opened_up), "so is one whose mode the script changed"  # noqa: ASYNC240
     clean = (await run(executor, where)).stdout.split()[0]
     again = await run(executor, where)
-    if executor._cgroups is not None:
+    if executor.cgroups is not None:
         # Nothing of the clean run is left (its cgroup is empty): its emptied directory
         # serves the next run, which finds only its own script there.
         assert again.stdout == f"{clean} ['job.py']\n"
@@ -430,8 +403,8 @@ async def test_a_sandbox_that_dies_fails_its_run_and_is_made_again() -> None:
                          lambda stream, chunk: started.set())
         )  # fmt: skip
         await asyncio.wait_for(started.wait(), 10)
-        assert executor._helper is not None
-        helper = executor._helper.pid
+        assert executor.helper is not None
+        helper = executor.helper.pid
         children = Path(f"/proc/{helper}/task/{helper}/children").read_text().split()  # noqa: ASYNC240
         [init] = [int(pid) for pid in children]  # the run's sandbox (its script is that init's child)
         os.kill(init, signal.SIGKILL)

@@ -14,9 +14,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_status import rpc_status
 
 from gen.jobmesh.v1 import auth_pb2, job_pb2, run_pb2
-from tests.integration.inputs import Stack, stored
-from tests.integration.jobhelp import one_time, recurring
-from tests.integration.test_auth import expect_code, field_violations
+from tests.support.inputs import Stack, stored
+from tests.support.jobs import one_time, recurring
+from tests.support.rpc import expect_code, field_violations
 
 LAST_SECOND = 253_402_300_799  # 9999-12-31T23:59:59Z
 FIRST_SECOND = -62_135_596_800  # 0001-01-01T00:00:00Z
@@ -53,8 +53,8 @@ def stamp(seconds: int, nanos: int = 0) -> Timestamp:
 
 
 async def test_grpc_create_job_refuses_what_it_used_to_store_or_crash_on(stack: Stack) -> None:
-    user = await stack.mesh.user()
-    before = await stored(stack.mesh.app.db)
+    user = await stack.scheduler.user()
+    before = await stored(stack.scheduler.app.db)
     cases: list[tuple[str, job_pb2.Job, str]] = [
         ("job.scheduled_at", one_time(), "after year 9999"),
         ("job.scheduled_at", one_time(), "before year 1"),
@@ -90,7 +90,7 @@ async def test_grpc_create_job_refuses_what_it_used_to_store_or_crash_on(stack: 
         "job.timezone",
     )
     assert text == "must be at most 64 characters (got 5000)"
-    assert await stored(stack.mesh.app.db) == before
+    assert await stored(stack.scheduler.app.db) == before
     # The limits themselves, and text that is not plain ASCII, are accepted.
     edge = one_time(name="n" * 200, queue="q" * 64)
     edge.scheduled_at.CopyFrom(stamp(LAST_SECOND, 999_999_999))
@@ -109,12 +109,12 @@ async def test_grpc_create_job_refuses_what_it_used_to_store_or_crash_on(stack: 
 
 
 async def test_grpc_every_other_request_checks_its_fields(stack: Stack) -> None:
-    user = await stack.mesh.user()
-    admin = await stack.mesh.user("ADMIN")
+    user = await stack.scheduler.user()
+    admin = await stack.scheduler.user("ADMIN")
     job = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring()), metadata=user.md)
     run = await user.jobs.RunJobNow(job_pb2.RunJobNowRequest(id=job.id), metadata=user.md)
-    before = await stored(stack.mesh.app.db)
-    jobs, runs, auth = user.jobs, user.runs, stack.mesh.anon.auth
+    before = await stored(stack.scheduler.app.db)
+    jobs, runs, auth = user.jobs, user.runs, stack.scheduler.anon.auth
     md = user.md
     await refused(jobs.ListJobs(job_pb2.ListJobsRequest(state=42), metadata=md), "state")  # type: ignore[arg-type]
     await refused(jobs.ListJobs(job_pb2.ListJobsRequest(job_type=-1), metadata=md), "job_type")  # type: ignore[arg-type]
@@ -178,7 +178,7 @@ async def test_grpc_every_other_request_checks_its_fields(stack: Stack) -> None:
         "user_id",
     )
     await refused(admin.auth.ListUsers(auth_pb2.ListUsersRequest(page_token="\x00"), metadata=admin.md), "page_token")
-    assert await stored(stack.mesh.app.db) == before
+    assert await stored(stack.scheduler.app.db) == before
     # The calendar's ends are inputs like any other: the preview stops where it ends.
     late = await jobs.PreviewSchedule(
         job_pb2.PreviewScheduleRequest(
@@ -197,8 +197,8 @@ async def test_grpc_every_other_request_checks_its_fields(stack: Stack) -> None:
 
 
 async def test_grpc_bytes_that_are_no_message_are_invalid_argument_without_internals(stack: Stack) -> None:
-    user = await stack.mesh.user()
-    before = await stored(stack.mesh.app.db)
+    user = await stack.scheduler.user()
+    before = await stored(stack.scheduler.app.db)
     # A truncated varint, wire type 7, field number 0, a length past the end, an 11-byte varint.
     garbage = [b"\xff\xff\xff", b"\x07", b"\x00", b"\x0a\x05ab", b"\x08" + b"\x80" * 10 + b"\x01"]
     for path in (
@@ -206,24 +206,24 @@ async def test_grpc_bytes_that_are_no_message_are_invalid_argument_without_inter
         "/jobmesh.v1.JobService/ListJobs",
         "/jobmesh.v1.AuthService/Login",
     ):
-        call = stack.mesh.channel.unary_unary(path)
+        call = stack.scheduler.channel.unary_unary(path)
         for raw in garbage:
             err = await expect_code(call(raw, metadata=user.md), grpc.StatusCode.INVALID_ARGUMENT)
             assert err.details() == "malformed request message"
             status = rpc_status.from_call(err)
             assert status is not None and "Error parsing" not in str(status) and "DecodeError" not in str(status)
-    stream = stack.mesh.channel.unary_stream("/jobmesh.v1.RunService/WatchRun")
+    stream = stack.scheduler.channel.unary_stream("/jobmesh.v1.RunService/WatchRun")
     err = await expect_code(stream(b"\xff\xff", metadata=user.md).read(), grpc.StatusCode.INVALID_ARGUMENT)
     assert err.details() == "malformed request message"
-    assert await stored(stack.mesh.app.db) == before
+    assert await stored(stack.scheduler.app.db) == before
 
 
 # REST -----------------------------------------------------------------------------
 
 
 async def test_rest_bodies_that_used_to_answer_500(stack: Stack) -> None:
-    token = (await stack.mesh.user()).token
-    before = await stored(stack.mesh.app.db)
+    token = (await stack.scheduler.user()).token
+    before = await stored(stack.scheduler.app.db)
     deep = b"[" * 50_000
     for path, who in (("/api/jobs", token), ("/api/auth/login", ""), ("/api/auth/signup", "")):
         status, payload = await stack.call("POST", path, raw=deep, token=who)
@@ -251,11 +251,11 @@ async def test_rest_bodies_that_used_to_answer_500(stack: Stack) -> None:
         "GET", "/api/schedule/preview?cronExpr=@daily&timezone=" + "x" * 5000, token=token
     )
     rest_refused(status, payload, "timezone")
-    assert await stored(stack.mesh.app.db) == before
+    assert await stored(stack.scheduler.app.db) == before
 
 
 async def test_rest_headers_the_gateway_cannot_pass_on_are_a_json_400(stack: Stack) -> None:
-    token = (await stack.mesh.user()).token
+    token = (await stack.scheduler.user()).token
     for value in (b"Bearer a\x00b", b"Bearer a\x01b", b"Bearer \x1b[2J"):
         status, content_type, payload = await stack.raw_http(
             b"GET /api/jobs HTTP/1.1\r\nHost: gw\r\nAuthorization: " + value + b"\r\nConnection: close\r\n\r\n"
@@ -279,10 +279,10 @@ async def test_rest_headers_the_gateway_cannot_pass_on_are_a_json_400(stack: Sta
 
 
 async def test_rest_refuses_what_it_used_to_accept_silently(stack: Stack) -> None:
-    user = await stack.mesh.user()
+    user = await stack.scheduler.user()
     token = user.token
     base = {"jobType": "Recurring", "cronExpr": "@daily", "scriptContent": "pass"}
-    before = await stored(stack.mesh.app.db)
+    before = await stored(stack.scheduler.app.db)
     cases: list[tuple[dict[str, Any], str]] = [
         ({**base, "retryPolicy": "x"}, "retryPolicy"),
         ({**base, "retryPolicy": []}, "retryPolicy"),
@@ -315,7 +315,7 @@ async def test_rest_refuses_what_it_used_to_accept_silently(stack: Stack) -> Non
                          ("pageSize=501", "pageSize"), ("pageToken=" + "t" * 200, "page_token")):  # fmt: skip
         rest_refused(*await stack.call("GET", f"/api/jobs?{query}", token=token), field)
     job = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring()), metadata=user.md)
-    snapshot = await stored(stack.mesh.app.db)
+    snapshot = await stored(stack.scheduler.app.db)
     for body, field in (
         ({"version": job.version, "bogus": 1}, "bogus"),
         ({"version": job.version, "retryPolicy": {"tries": 3}}, "retryPolicy.tries"),
@@ -327,7 +327,7 @@ async def test_rest_refuses_what_it_used_to_accept_silently(stack: Stack) -> Non
     rest_refused(*await stack.call("GET", "/api/jobs/%00", token=token), "id")
     rest_refused(*await stack.call("GET", f"/api/jobs/{job.id}/runs?status=42", token=token), "status")
     rest_refused(*await stack.call("GET", f"/api/jobs/{job.id}/runs/x%1b", token=token), "run_id")
-    assert await stored(stack.mesh.app.db) == snapshot
+    assert await stored(stack.scheduler.app.db) == snapshot
     # Nothing of the refused creates was stored either.
     assert snapshot["counts"]["job_definition"] == before["counts"]["job_definition"] + 1
     # What is accepted: 0 is the documented default, as over gRPC; jobId (which the

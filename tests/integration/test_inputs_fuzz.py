@@ -6,7 +6,7 @@ Requests are drawn from each request message's descriptor (every field type;
 unknown enum numbers; timestamps beyond the calendar; huge, odd and control-laden
 strings; ids of real jobs and runs), from valid requests with fields overwritten,
 and as raw bytes (random, or a valid message with bytes spliced in). Examples are
-drawn first, then sent (hypothesis runs outside the event loop serving the mesh).
+drawn first, then sent (hypothesis runs outside the event loop serving the scheduler).
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from hypothesis import strategies as st
 from api_gateway.routes import ROUTES, Route
 from api_gateway.translate import enum_aliases
 from gen.jobmesh.v1 import auth_pb2, health_pb2, job_pb2, run_pb2
-from tests.conftest import Client
-from tests.integration.inputs import Stack, stored
-from tests.integration.jobhelp import one_time, recurring
+from tests.support.inputs import Stack, stored
+from tests.support.jobs import one_time, recurring
+from tests.support.rpc import Client
 
 SERVICES = [
     job_pb2.DESCRIPTOR.services_by_name["JobService"],
@@ -225,7 +225,7 @@ class Tally:
 
 
 def grpc_call(stack: Stack, example: GrpcExample) -> Callable[..., Any]:
-    channel = stack.monitor if example.service == "jobmesh.v1.HealthService" else stack.mesh.channel
+    channel = stack.monitor if example.service == "jobmesh.v1.HealthService" else stack.scheduler.channel
     path = f"/{example.service}/{example.method}"
     streaming = example.method == "WatchRun"
     serializer = None if isinstance(example.request, bytes) else type(example.request).SerializeToString
@@ -391,7 +391,7 @@ async def send_rest(stack: Stack, example: RestExample, known: Known) -> tuple[i
 
 
 async def prepare(stack: Stack) -> Known:
-    users = {role: await stack.mesh.user(role) for role in ("USER", "ADMIN", "VIEWER")}
+    users = {role: await stack.scheduler.user(role) for role in ("USER", "ADMIN", "VIEWER")}
     user = users["USER"]
     jobs = [
         await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring()), metadata=user.md),
@@ -436,7 +436,7 @@ def templates(job: job_pb2.Job, run_id: str, user: Client) -> dict[str, Message]
 
 async def check_grpc(stack: Stack, known: Known, examples: list[GrpcExample]) -> Tally:
     tally = Tally()
-    before = await stored(stack.mesh.app.db)
+    before = await stored(stack.scheduler.app.db)
     for example in examples:
         code, message, violations = await send_grpc(stack, example, known)
         tally.count(f"{example.service}/{example.method}", code.name)
@@ -446,7 +446,7 @@ async def check_grpc(stack: Stack, known: Known, examples: list[GrpcExample]) ->
             assert example.method in BOOKKEEPING, where
         if code == grpc.StatusCode.INVALID_ARGUMENT:
             assert violations or message == "malformed request message", where
-        after = await stored(stack.mesh.app.db)
+        after = await stored(stack.scheduler.app.db)
         if code != grpc.StatusCode.OK and example.method not in BOOKKEEPING:
             assert after == before, where
         before = after
@@ -455,7 +455,7 @@ async def check_grpc(stack: Stack, known: Known, examples: list[GrpcExample]) ->
 
 async def check_rest(stack: Stack, known: Known, examples: list[RestExample]) -> Tally:
     tally = Tally()
-    before = await stored(stack.mesh.app.db)
+    before = await stored(stack.scheduler.app.db)
     for example in examples:
         status, payload = await send_rest(stack, example, known)
         tally.count(f"{example.route.method} {example.route.path}", str(status))
@@ -469,7 +469,7 @@ async def check_rest(stack: Stack, known: Known, examples: list[RestExample]) ->
                 assert [v for d in error["details"] for v in d.get("fieldViolations", [])], where
         if status == 429:
             assert example.route.rpc in BOOKKEEPING, where
-        after = await stored(stack.mesh.app.db)
+        after = await stored(stack.scheduler.app.db)
         if status >= 300 and example.route.rpc not in BOOKKEEPING:
             assert after == before, where
         before = after

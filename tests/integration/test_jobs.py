@@ -14,21 +14,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, update
 
-from core.domain import Network
+from core.domain import JobState, Network
 from db.models import JobRow, RunRow, ScheduleStateRow
 from gen.jobmesh.v1 import auth_pb2, job_pb2, run_pb2
-from tests.conftest import Client, Mesh
-from tests.integration.jobhelp import one_time, recurring, ts
-from tests.integration.test_auth import expect_code, field_violations
+from tests.support.jobs import one_time, recurring, ts
+from tests.support.rpc import Client, expect_code, field_violations
+from tests.support.scheduler import InProcessScheduler
 
 
-async def count(mesh: Mesh, table: type) -> int:
-    async with mesh.app.db.transaction() as conn:
+async def count(scheduler: InProcessScheduler, table: type) -> int:
+    async with scheduler.app.db.transaction() as conn:
         return int((await conn.execute(select(func.count()).select_from(table))).scalar_one())
 
 
-async def test_create_recurring_writes_its_cursor(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_create_recurring_writes_its_cursor(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     job = await user.jobs.CreateJob(
         job_pb2.CreateJobRequest(job=recurring("0 9 * * *", timezone="Europe/Berlin")), metadata=user.md
     )
@@ -37,13 +37,13 @@ async def test_create_recurring_writes_its_cursor(mesh: Mesh) -> None:
     assert job.misfire_policy == job_pb2.MISFIRE_POLICY_RUN_ONCE and job.overlap_policy == job_pb2.OVERLAP_POLICY_ALLOW
     nxt = job.next_fire_time.ToDatetime(tzinfo=UTC)
     assert nxt > datetime.now(UTC) and nxt.astimezone(ZoneInfo("Europe/Berlin")).hour == 9
-    assert await count(mesh, ScheduleStateRow) == 1
+    assert await count(scheduler, ScheduleStateRow) == 1
     got = await user.jobs.GetJob(job_pb2.GetJobRequest(id=job.id), metadata=user.md)
     assert got == job
 
 
-async def test_create_one_time_records_its_single_run(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_create_one_time_records_its_single_run(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     at = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=10)
     job = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=one_time(at)), metadata=user.md)
     runs = await user.runs.ListRuns(run_pb2.ListRunsRequest(job_id=job.id), metadata=user.md)
@@ -51,25 +51,25 @@ async def test_create_one_time_records_its_single_run(mesh: Mesh) -> None:
     run = runs.runs[0]
     assert run.status == run_pb2.RUN_STATUS_PENDING and run.trigger == run_pb2.RUN_TRIGGER_SCHEDULE
     assert run.scheduled_at.ToDatetime(tzinfo=UTC) == at and run.attempt == 1
-    assert await count(mesh, ScheduleStateRow) == 0
+    assert await count(scheduler, ScheduleStateRow) == 0
 
 
-async def test_idempotent_create_with_request_id(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_idempotent_create_with_request_id(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     request = job_pb2.CreateJobRequest(job=recurring(), request_id="req-123")
     first, second = await asyncio.gather(
         user.jobs.CreateJob(request, metadata=user.md), user.jobs.CreateJob(request, metadata=user.md)
     )
     third = await user.jobs.CreateJob(request, metadata=user.md)
     assert first.id == second.id == third.id
-    assert await count(mesh, JobRow) == 1
-    other = await mesh.user()  # request ids are per account
+    assert await count(scheduler, JobRow) == 1
+    other = await scheduler.user()  # request ids are per account
     assert (await other.jobs.CreateJob(request, metadata=other.md)).id != first.id
 
 
-async def test_list_paginates_and_filters(mesh: Mesh) -> None:
-    user = await mesh.user()
-    other = await mesh.user()
+async def test_list_paginates_and_filters(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
+    other = await scheduler.user()
     ids = [
         (await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring(name=f"j{i}")), metadata=user.md)).id
         for i in range(5)
@@ -102,8 +102,8 @@ async def test_list_paginates_and_filters(mesh: Mesh) -> None:
         user.jobs.ListJobs(job_pb2.ListJobsRequest(page_token="garbage!"), metadata=user.md),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
-    admin = await mesh.user("ADMIN")
-    viewer = await mesh.user("VIEWER")
+    admin = await scheduler.user("ADMIN")
+    viewer = await scheduler.user("VIEWER")
     for reader in (admin, viewer):
         everything = await reader.jobs.ListJobs(job_pb2.ListJobsRequest(page_size=100), metadata=reader.md)
         assert everything.total_size == 7
@@ -111,8 +111,8 @@ async def test_list_paginates_and_filters(mesh: Mesh) -> None:
         assert mine.total_size == 1
 
 
-async def test_update_with_mask_and_version(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_update_with_mask_and_version(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     job = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring("0 9 * * *")), metadata=user.md)
     change = job_pb2.Job(id=job.id, version=job.version, cron_expr="0 10 * * *", name="ignored")
     updated = await user.jobs.UpdateJob(
@@ -159,8 +159,8 @@ async def test_update_with_mask_and_version(mesh: Mesh) -> None:
     assert updated.name == "renamed" and updated.cron_expr == "0 10 * * *"
 
 
-async def test_network_round_trips_and_reaches_the_worker(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_network_round_trips_and_reaches_the_worker(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     plain = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring()), metadata=user.md)
     assert plain.network == job_pb2.NETWORK_NONE, "unspecified means NONE"
     host = await user.jobs.CreateJob(
@@ -174,9 +174,9 @@ async def test_network_round_trips_and_reaches_the_worker(mesh: Mesh) -> None:
     # The job the worker gets with the run it starts carries the network.
     run = (await user.runs.ListRuns(run_pb2.ListRunsRequest(job_id=host.id), metadata=user.md)).runs[0]
     when = run.scheduled_at.ToDatetime(tzinfo=UTC)
-    async with mesh.app.db.transaction() as conn:
+    async with scheduler.app.db.transaction() as conn:
         await conn.execute(update(RunRow).where(RunRow.id == run.id).values(status="QUEUED"))
-    [(_, job, _)] = await mesh.app.run_lifecycle.start([(run.id, when)], "worker-1", "token-1", datetime.now(UTC))
+    [(_, job, _)] = await scheduler.app.run_lifecycle.start([(run.id, when)], "worker-1", "token-1", datetime.now(UTC))
     assert job.id == host.id and job.network is Network.HOST
     # UpdateJob: by mask, by an empty mask (the fields set), and back to the default.
     updated = await user.jobs.UpdateJob(
@@ -223,11 +223,11 @@ async def test_network_round_trips_and_reaches_the_worker(mesh: Mesh) -> None:
     assert list(field_violations(err)) == ["job.network"]
     final = await user.jobs.GetJob(job_pb2.GetJobRequest(id=plain.id), metadata=user.md)
     assert final.network == job_pb2.NETWORK_NONE and final.version == 5
-    assert await count(mesh, JobRow) == 2
+    assert await count(scheduler, JobRow) == 2
 
 
-async def test_two_updates_with_the_same_version_exactly_one_wins(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_two_updates_with_the_same_version_exactly_one_wins(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     job = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring()), metadata=user.md)
     calls = [
         user.jobs.UpdateJob(
@@ -247,12 +247,12 @@ async def test_two_updates_with_the_same_version_exactly_one_wins(mesh: Mesh) ->
     assert final.version == 2 and final.name == wins[0].name
 
 
-async def test_pause_resume_delete(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_pause_resume_delete(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     job = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring()), metadata=user.md)
     paused = await user.jobs.PauseJob(job_pb2.PauseJobRequest(id=job.id), metadata=user.md)
     assert paused.state == job_pb2.JOB_STATE_PAUSED and not paused.HasField("next_fire_time")
-    assert await count(mesh, ScheduleStateRow) == 0
+    assert await count(scheduler, ScheduleStateRow) == 0
     await expect_code(
         user.jobs.PauseJob(job_pb2.PauseJobRequest(id=job.id), metadata=user.md), grpc.StatusCode.FAILED_PRECONDITION
     )
@@ -263,42 +263,36 @@ async def test_pause_resume_delete(mesh: Mesh) -> None:
     )
     deleted = await user.jobs.DeleteJob(job_pb2.DeleteJobRequest(id=job.id), metadata=user.md)
     assert deleted.state == job_pb2.JOB_STATE_DELETED
-    assert await count(mesh, ScheduleStateRow) == 0
-    assert await count(mesh, JobRow) == 1, "soft delete keeps the row"
+    assert await count(scheduler, ScheduleStateRow) == 0
+    assert await count(scheduler, JobRow) == 1, "soft delete keeps the row"
     await expect_code(user.jobs.GetJob(job_pb2.GetJobRequest(id=job.id), metadata=user.md), grpc.StatusCode.NOT_FOUND)
     assert (await user.jobs.ListJobs(job_pb2.ListJobsRequest(), metadata=user.md)).total_size == 0
     listed = await user.jobs.ListJobs(job_pb2.ListJobsRequest(state=job_pb2.JOB_STATE_DELETED), metadata=user.md)
     assert [j.id for j in listed.jobs] == [job.id]
 
 
-async def test_pausing_a_one_time_job_that_already_ran_is_refused(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_pausing_a_one_time_job_that_already_ran_is_refused(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     job = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=one_time()), metadata=user.md)
-    await mesh.app.jobs._jobs.transition(
-        job.id,
-        (mesh.app.jobs._jobs and __import__("core.domain", fromlist=["JobState"]).JobState.ACTIVE,),
-        __import__("core.domain", fromlist=["JobState"]).JobState.COMPLETED,
-        None,
-        datetime.now(UTC),
-    )
+    await scheduler.app.job_repo.transition(job.id, (JobState.ACTIVE,), JobState.COMPLETED, None, datetime.now(UTC))
     await expect_code(
         user.jobs.PauseJob(job_pb2.PauseJobRequest(id=job.id), metadata=user.md), grpc.StatusCode.FAILED_PRECONDITION
     )
 
 
-async def test_run_now_records_a_manual_run(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_run_now_records_a_manual_run(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     job = await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring()), metadata=user.md)
     run = await user.jobs.RunJobNow(job_pb2.RunJobNowRequest(id=job.id), metadata=user.md)
     assert (
         run.trigger == run_pb2.RUN_TRIGGER_MANUAL and run.status == run_pb2.RUN_STATUS_PENDING and run.job_id == job.id
     )
-    assert await count(mesh, RunRow) == 1
+    assert await count(scheduler, RunRow) == 1
 
 
-async def test_another_users_job_is_not_found(mesh: Mesh) -> None:
-    owner = await mesh.user()
-    intruder = await mesh.user()
+async def test_another_users_job_is_not_found(scheduler: InProcessScheduler) -> None:
+    owner = await scheduler.user()
+    intruder = await scheduler.user()
     job = await owner.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring()), metadata=owner.md)
     for call in (
         intruder.jobs.GetJob(job_pb2.GetJobRequest(id=job.id), metadata=intruder.md),
@@ -317,8 +311,8 @@ async def test_another_users_job_is_not_found(mesh: Mesh) -> None:
     )
 
 
-async def test_preview_schedule(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_preview_schedule(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     after = datetime(2026, 3, 28, 12, tzinfo=UTC)
     resp = await user.jobs.PreviewSchedule(
         job_pb2.PreviewScheduleRequest(cron_expr="30 2 * * *", timezone="Europe/Berlin", count=3, after=ts(after)),
@@ -383,8 +377,8 @@ INVALID_JOBS: list[tuple[str, job_pb2.Job]] = [
 ]
 
 
-async def test_every_validation_rule_names_its_field_and_writes_nothing(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_every_validation_rule_names_its_field_and_writes_nothing(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     for field, job in INVALID_JOBS:
         err = await expect_code(
             user.jobs.CreateJob(job_pb2.CreateJobRequest(job=job), metadata=user.md), grpc.StatusCode.INVALID_ARGUMENT
@@ -396,7 +390,9 @@ async def test_every_validation_rule_names_its_field_and_writes_nothing(mesh: Me
     )
     assert "request_id" in field_violations(err)
     assert (
-        await count(mesh, JobRow) == 0 and await count(mesh, RunRow) == 0 and await count(mesh, ScheduleStateRow) == 0
+        await count(scheduler, JobRow) == 0
+        and await count(scheduler, RunRow) == 0
+        and await count(scheduler, ScheduleStateRow) == 0
     )
     # The limits themselves are accepted.
     limits = job_pb2.RetryPolicy(max_attempts=100, initial_delay_seconds=86400, max_delay_seconds=86400, multiplier=10)
@@ -452,9 +448,9 @@ def role_calls(client: Client, owner: Client, target: str, paused: str) -> dict[
     }
 
 
-async def test_role_matrix(mesh: Mesh) -> None:
-    owner = await mesh.user()
-    clients = {"ADMIN": await mesh.user("ADMIN"), "USER": owner, "VIEWER": await mesh.user("VIEWER")}
+async def test_role_matrix(scheduler: InProcessScheduler) -> None:
+    owner = await scheduler.user()
+    clients = {"ADMIN": await scheduler.user("ADMIN"), "USER": owner, "VIEWER": await scheduler.user("VIEWER")}
     seen = set()
     for index, role in enumerate(("ADMIN", "USER", "VIEWER")):
         client = clients[role]
@@ -471,10 +467,10 @@ async def test_role_matrix(mesh: Mesh) -> None:
     assert seen == set(ROLE_MATRIX)
     # Without a token every non-public RPC is refused.
     await expect_code(
-        mesh.anon.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring())), grpc.StatusCode.UNAUTHENTICATED
+        scheduler.anon.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring())), grpc.StatusCode.UNAUTHENTICATED
     )
-    await expect_code(mesh.anon.jobs.ListJobs(job_pb2.ListJobsRequest()), grpc.StatusCode.UNAUTHENTICATED)
-    await expect_code(mesh.anon.runs.ListRuns(run_pb2.ListRunsRequest()), grpc.StatusCode.UNAUTHENTICATED)
+    await expect_code(scheduler.anon.jobs.ListJobs(job_pb2.ListJobsRequest()), grpc.StatusCode.UNAUTHENTICATED)
+    await expect_code(scheduler.anon.runs.ListRuns(run_pb2.ListRunsRequest()), grpc.StatusCode.UNAUTHENTICATED)
 
 
 job_bodies = st.fixed_dictionaries(
@@ -510,8 +506,8 @@ job_bodies = st.fixed_dictionaries(
 )
 
 
-async def test_random_bodies_never_cause_internal_errors(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_random_bodies_never_cause_internal_errors(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     loop = asyncio.get_running_loop()
     bodies: list[dict[str, object]] = []
 

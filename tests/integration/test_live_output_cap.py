@@ -22,9 +22,12 @@ from core.dispatch_queue import DispatchQueue
 from core.domain import LogStream
 from core.settings import Settings
 from gen.jobmesh.v1 import job_pb2, run_pb2
-from tests.conftest import REDIS_TEST_URL, Client, Mesh, make_settings, wait_for
-from tests.integration.engine import running_worker
-from tests.integration.jobhelp import one_time
+from tests.support.jobs import one_time
+from tests.support.polling import wait_for
+from tests.support.rpc import Client
+from tests.support.scheduler import InProcessScheduler
+from tests.support.services import REDIS_TEST_URL, make_settings
+from tests.support.workers import running_worker
 from worker_svc.live_output import LiveOutput
 
 pytestmark = pytest.mark.timeout(60)
@@ -125,7 +128,7 @@ def output_of(events: list[run_pb2.WatchRunResponse]) -> tuple[str, str, list[in
 
 async def log_entries(redis: Redis, run_id: str) -> list[dict[bytes, bytes]]:
     """The fields of every entry of a run's live log, oldest first."""
-    entries: Any = await redis.xrange(keys.run_log_channel(run_id))
+    entries: Any = await redis.xrange(keys.run_log_channel("default", run_id))
     return [fields for _, fields in entries]
 
 
@@ -138,7 +141,7 @@ async def assert_log_capped(redis: Redis, run_id: str) -> None:
     kept = sum(len(f[b"d"]) for f in entries if f[b"k"] in (b"out", b"err"))
     assert 0 < kept <= runlog.LIVE_CAP_BYTES, f"the live log keeps {kept} bytes of output"
     assert len(entries) <= runlog.MAX_ENTRIES + 2  # + the status and end entries
-    usage = await redis.memory_usage(keys.run_log_channel(run_id), samples=0)
+    usage = await redis.memory_usage(keys.run_log_channel("default", run_id), samples=0)
     assert usage is not None and usage <= runlog.LIVE_CAP_BYTES + STREAM_OVERHEAD_BYTES, f"the live log uses {usage}"
 
 
@@ -172,7 +175,7 @@ async def test_the_log_is_capped_exactly_in_bytes_and_entries_and_offsets_carry_
 
     first = LiveOutput(DispatchQueue(redis))
     for _ in range(40):  # 4 MB, one append after another
-        first.put("r-cap", LogStream.STDOUT, "z" * 99_999 + "\n")
+        first.put("r-cap", "default", LogStream.STDOUT, "z" * 99_999 + "\n")
         await first.flush()
         size, _, _ = await kept()
         assert size <= runlog.LIVE_CAP_BYTES
@@ -182,7 +185,7 @@ async def test_the_log_is_capped_exactly_in_bytes_and_entries_and_offsets_carry_
     # The run handed back and run again by another worker: its output carries on.
     second = LiveOutput(DispatchQueue(redis))
     for i in range(6000):  # tiny entries, the two streams in turn
-        second.put("r-cap", LogStream.STDOUT if i % 2 else LogStream.STDERR, "a")
+        second.put("r-cap", "default", LogStream.STDOUT if i % 2 else LogStream.STDERR, "a")
         if i % 100 == 99:
             await second.flush()
     await second.close()
@@ -190,15 +193,15 @@ async def test_the_log_is_capped_exactly_in_bytes_and_entries_and_offsets_carry_
     assert count == runlog.MAX_ENTRIES and size == runlog.MAX_ENTRIES
     assert end == 4_000_000 + 6000
     reader, missed = runlog.Continuity(), []
-    for entry in await DispatchQueue(redis).read_run_log("r-cap", "0", None):
+    for entry in await DispatchQueue(redis).read_run_log("default", "r-cap", "0", None):
         missed.append(reader.marker(entry))
     assert missed[0] == runlog.truncation_marker(4_000_000 + 1000) and not any(missed[1:])
 
 
-async def test_a_flood_in_big_writes_keeps_only_the_newest_output(mesh: Mesh, redis: Redis) -> None:
-    user = await mesh.user()
-    mesh.app.start_loops()
-    async with running_worker(mesh.app.settings, "w-flood-big", slots=1):
+async def test_a_flood_in_big_writes_keeps_only_the_newest_output(scheduler: InProcessScheduler, redis: Redis) -> None:
+    user = await scheduler.user()
+    scheduler.app.start_loops()
+    async with running_worker(scheduler.app.settings, "w-flood-big", slots=1):
         base = rss()
         peak_rss_reset()
         job_id = await start(user, BIG_WRITES)
@@ -217,7 +220,7 @@ async def test_a_flood_in_big_writes_keeps_only_the_newest_output(mesh: Mesh, re
     assert sum(dropped) + len(text.encode()) == BIG_WRITES_BYTES
     assert after[-1].run.status == run_pb2.RUN_STATUS_SUCCEEDED
     await assert_reader_told(user, run.id, BIG_WRITES_BYTES)
-    await assert_tail_stored(user, run.id, mesh.app.settings.worker.output_cap_bytes)
+    await assert_tail_stored(user, run.id, scheduler.app.settings.worker.output_cap_bytes)
 
 
 async def _until_first_chunk(
@@ -229,10 +232,10 @@ async def _until_first_chunk(
             return
 
 
-async def test_a_flood_of_small_lines_keeps_only_the_newest_output(mesh: Mesh, redis: Redis) -> None:
-    user = await mesh.user()
-    mesh.app.start_loops()
-    async with running_worker(mesh.app.settings, "w-flood-small", slots=1):
+async def test_a_flood_of_small_lines_keeps_only_the_newest_output(scheduler: InProcessScheduler, redis: Redis) -> None:
+    user = await scheduler.user()
+    scheduler.app.start_loops()
+    async with running_worker(scheduler.app.settings, "w-flood-small", slots=1):
         base = rss()
         peak_rss_reset()
         run = await ended(user, await start(user, SMALL_LINES))
@@ -294,13 +297,15 @@ class StalledRedis:
                 dst.close()
 
 
-async def test_the_worker_stays_bounded_while_redis_takes_nothing(mesh: Mesh, redis: Redis) -> None:
-    user = await mesh.user()
-    mesh.app.start_loops()
+async def test_the_worker_stays_bounded_while_redis_takes_nothing(scheduler: InProcessScheduler, redis: Redis) -> None:
+    user = await scheduler.user()
+    scheduler.app.start_loops()
     async with (
         StalledRedis() as stalled,
         running_worker(
-            make_settings(mesh.app.settings.database.database_url, redis__redis_url=stalled.url), "w-stalled", slots=1
+            make_settings(scheduler.app.settings.database.database_url, redis__redis_url=stalled.url),
+            "w-stalled",
+            slots=1,
         ),
     ):
         job_id = await start(user, BIG_WRITES)

@@ -9,7 +9,7 @@ from sqlalchemy import inspect, text
 
 from db import migrate
 from db.engine import Database
-from tests.conftest import mysql, new_database
+from tests.support.services import mysql, new_database
 
 EXPECTED = {
     "users", "refresh_tokens", "job_definition", "job_schedule_state", "job_run", "run_output", "login_throttle"

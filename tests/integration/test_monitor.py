@@ -13,13 +13,15 @@ from db.engine import Database
 from gen.jobmesh.v1 import job_pb2
 from monitor_svc.health import MeshHealth
 from monitor_svc.health_servicer import to_json
-from tests.conftest import Mesh, make_settings, wait_for
-from tests.integration.engine import running_worker
-from tests.integration.jobhelp import one_time, recurring
+from tests.support.jobs import one_time, recurring
+from tests.support.polling import wait_for
+from tests.support.scheduler import InProcessScheduler
+from tests.support.services import make_settings
+from tests.support.workers import running_worker
 
 
-async def test_health_follows_its_dependencies(mesh: Mesh) -> None:
-    health = MeshHealth(mesh.app.db, mesh.app.redis, 10.0)
+async def test_health_follows_its_dependencies(scheduler: InProcessScheduler) -> None:
+    health = MeshHealth(scheduler.app.db, scheduler.app.redis, 10.0)
     report = await health.check()
     parts = {c.name: c.status for c in report.components}
     assert parts["database"] == HealthStatus.SERVING and parts["redis"] == HealthStatus.SERVING
@@ -28,7 +30,7 @@ async def test_health_follows_its_dependencies(mesh: Mesh) -> None:
     dead_db = Database.from_url("mysql+asyncmy://root@127.0.0.1:1/nowhere", 1)
     dead_redis = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.5)
     try:
-        for db, redis, down in ((dead_db, mesh.app.redis, "database"), (mesh.app.db, dead_redis, "redis")):
+        for db, redis, down in ((dead_db, scheduler.app.redis, "database"), (scheduler.app.db, dead_redis, "redis")):
             report = await MeshHealth(db, redis, 10.0).check()
             assert report.status == HealthStatus.NOT_SERVING
             assert {c.name: c.status for c in report.components}[down] == HealthStatus.NOT_SERVING
@@ -37,22 +39,22 @@ async def test_health_follows_its_dependencies(mesh: Mesh) -> None:
         await dead_redis.aclose()
 
 
-async def test_figures(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_figures(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=recurring()), metadata=user.md)
     await user.jobs.CreateJob(job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC))), metadata=user.md)
-    await mesh.app.dispatcher.tick()
-    figures = await MeshHealth(mesh.app.db, mesh.app.redis, 10.0).figures()
+    await scheduler.app.dispatcher.tick()
+    figures = await MeshHealth(scheduler.app.db, scheduler.app.redis, 10.0).figures()
     assert figures.jobs_by_state["ACTIVE"] == 2
     assert figures.runs_by_status["QUEUED"] == 1
     assert figures.queue_depths == {"default": 1}
     assert figures.oldest_pending_age_seconds >= 0
 
 
-async def test_health_names_each_worker_running_without_sandbox(mesh: Mesh, mysql_url: str) -> None:
+async def test_health_names_each_worker_running_without_sandbox(scheduler: InProcessScheduler, mysql_url: str) -> None:
     settings = make_settings(mysql_url, worker__executor="noop")
-    health = MeshHealth(mesh.app.db, mesh.app.redis, 10.0)
-    mesh.app.start_loops()  # a live scheduler: only the workers decide the status
+    health = MeshHealth(scheduler.app.db, scheduler.app.redis, 10.0)
+    scheduler.app.start_loops()  # a live scheduler: only the workers decide the status
 
     def flagged(report: HealthReport) -> dict[str, Component]:
         return {c.name: c for c in report.components if c.name.startswith("worker:")}

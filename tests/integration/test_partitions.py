@@ -13,7 +13,7 @@ from db import migrate
 from db.engine import Database
 from db.partitions import list_partitions, maintain_partitions
 from db.repositories.runs import RunRepository
-from tests.conftest import mysql, new_database
+from tests.support.services import mysql, new_database
 
 
 async def test_maintenance_creates_drops_and_routes() -> None:

@@ -12,8 +12,8 @@ from core.auth import Principal, Role
 from core.domain import JobState, Run, RunStatus, RunTrigger, SkipReason
 from gen.jobmesh.v1 import job_pb2
 from scheduler_svc.jobs import Jobs, SlotOnResume, slot_on_resume
-from tests.conftest import Mesh
-from tests.integration.jobhelp import one_time
+from tests.support.jobs import one_time
+from tests.support.scheduler import InProcessScheduler
 
 pytestmark = pytest.mark.timeout(60)
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
@@ -54,14 +54,14 @@ def test_the_rule() -> None:
     assert slot_on_resume(None, NOW, GRACE) is SlotOnResume.STANDS
 
 
-async def only_run(mesh: Mesh, job_id: str) -> Run:
-    runs: list[Run] = await mesh.app.run_repo.list_for_job(job_id, None, 10, 0)
+async def only_run(scheduler: InProcessScheduler, job_id: str) -> Run:
+    runs: list[Run] = await scheduler.app.run_repo.list_for_job(job_id, None, 10, 0)
     assert len(runs) == 1
     return runs[0]
 
 
-async def test_resumed_within_the_grace_it_runs_past_it_the_skip_stands(mesh: Mesh) -> None:
-    user = await mesh.user()
+async def test_resumed_within_the_grace_it_runs_past_it_the_skip_stands(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
     due = datetime.now(UTC) + timedelta(seconds=1)
     ids = []
     for name in ("within", "past", "early"):
@@ -72,29 +72,29 @@ async def test_resumed_within_the_grace_it_runs_past_it_the_skip_stands(mesh: Me
     within, past, early = ids
     while datetime.now(UTC) <= due:
         await asyncio.sleep(0.05)
-    await mesh.app.dispatcher.tick()
-    await mesh.app.dispatcher.tick(datetime.now(UTC) + timedelta(hours=2))
+    await scheduler.app.dispatcher.tick()
+    await scheduler.app.dispatcher.tick(datetime.now(UTC) + timedelta(hours=2))
     for job_id in ids:
-        run = await only_run(mesh, job_id)
+        run = await only_run(scheduler, job_id)
         assert (run.status, run.skip_reason) == (RunStatus.SKIPPED, SkipReason.PAUSED.value)
 
     # Resumed a moment after its slot (the mesh's grace is 5 s): it runs now.
     resumed = await user.jobs.ResumeJob(job_pb2.ResumeJobRequest(id=within), metadata=user.md)
     assert resumed.state == job_pb2.JOB_STATE_ACTIVE
-    run = await only_run(mesh, within)
+    run = await only_run(scheduler, within)
     assert run.status is RunStatus.PENDING and run.skip_reason == "" and run.finished_at is None
     assert datetime.now(UTC) - timedelta(seconds=5) < run.due_at <= datetime.now(UTC)
-    await mesh.app.dispatcher.tick()
-    assert (await only_run(mesh, within)).status is RunStatus.QUEUED
+    await scheduler.app.dispatcher.tick()
+    assert (await only_run(scheduler, within)).status is RunStatus.QUEUED
 
     # Resumed before its slot comes: it runs at the slot, not earlier.
     await user.jobs.ResumeJob(job_pb2.ResumeJobRequest(id=early), metadata=user.md)
-    run = await only_run(mesh, early)
+    run = await only_run(scheduler, early)
     assert run.status is RunStatus.PENDING and run.due_at == run.scheduled_at == due + timedelta(hours=1)
 
     # Past the grace (a scheduler with none): the skip stands and the job is over.
-    strict = Jobs(mesh.app.job_repo, mesh.app.run_repo, timedelta(0))
+    strict = Jobs(scheduler.app.job_repo, scheduler.app.run_repo, timedelta(0))
     job = await strict.resume(Principal(user.user_id, Role.USER), past)
     assert job.state is JobState.COMPLETED
-    run = await only_run(mesh, past)
+    run = await only_run(scheduler, past)
     assert (run.status, run.skip_reason) == (RunStatus.SKIPPED, SkipReason.PAUSED.value)

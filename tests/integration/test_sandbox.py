@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_executors import LIMITS, SANDBOX, processes_of_runs
+from tests.support.sandbox import LIMITS, SANDBOX, processes_of_runs
 from worker_svc.sandbox import (
     HOST_NETWORK_REFUSED,
     ExecResult,
@@ -136,7 +136,7 @@ async def test_3_a_run_sees_only_the_system_and_its_own_files(executor: Isolatin
         "checkout": str(ROOT / "core" / "auth.py"),
         "state": str(ROOT / ".jobmesh"),
         "host_tmp": str(tmp_path / "host-secret.txt"),
-        "workers_dirs": str(Path(executor._workdirs.path)),
+        "workers_dirs": str(Path(executor.runs_directory)),
         "root_home": "/root/.bash_history",
         "run_dir_of_the_host": "/run/jobmesh",
     }
@@ -205,7 +205,7 @@ print(json.dumps(out))
 """
     got = report(await run(executor, escape))
     assert got == {"cgroup": ["/"], "written": [], "sys": False}, got
-    if "pids" not in executor._cgroups:
+    if "pids" not in executor.cgroups:
         return
     # The next run (in the reused cgroup) still cannot fork past the limit.
     bomb = """
@@ -345,7 +345,7 @@ print(json.dumps(out))
 
 
 async def test_5_each_run_has_its_own_cgroups_with_a_fair_share_of_the_cpu(executor: IsolatingExecutor) -> None:
-    if not executor._cgroups:
+    if not executor.cgroups:
         pytest.skip("no writable cgroup hierarchy here (not root)")
     started = asyncio.Event()
     running = asyncio.create_task(
@@ -357,7 +357,7 @@ async def test_5_each_run_has_its_own_cgroups_with_a_fair_share_of_the_cpu(execu
         [pid] = processes_of_runs()
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()  # noqa: ASYNC240
         where = {line.split(":")[1]: line.split(":")[2] for line in lines}
-        for controller in executor._cgroups:
+        for controller in executor.cgroups:
             path = next(path for names, path in where.items() if controller in names.split(",") or names == "")
             assert "/jobmesh-" in path and "/run-" in path, (controller, path)
     finally:
@@ -365,14 +365,14 @@ async def test_5_each_run_has_its_own_cgroups_with_a_fair_share_of_the_cpu(execu
         with pytest.raises(asyncio.CancelledError):
             await running
     offered = {name for name in ("pids", "memory", "cpu") if Path("/sys/fs/cgroup", name).is_dir()}  # noqa: ASYNC240
-    assert offered <= set(executor._cgroups), "each controller a cgroup v1 host offers"
+    assert offered <= set(executor.cgroups), "each controller a cgroup v1 host offers"
 
 
 async def test_5_a_run_cannot_use_more_memory_than_its_limit_in_many_processes() -> None:
     limits = dataclasses.replace(LIMITS, memory_bytes=512 * 1024**2)  # each process may have 512 MiB
     executor = ForkServerExecutor(limits, SANDBOX)
     try:
-        if "memory" not in executor._cgroups:
+        if "memory" not in executor.cgroups:
             pytest.skip("no memory cgroup here")
         script = """
 import json, os

@@ -12,9 +12,11 @@ from core import keys, runlog
 from core.dispatch_queue import DispatchQueue
 from core.domain import LogStream
 from gen.jobmesh.v1 import job_pb2, run_pb2
-from tests.conftest import Client, Mesh, wait_for
-from tests.integration.engine import running_worker
-from tests.integration.jobhelp import one_time
+from tests.support.jobs import one_time
+from tests.support.polling import wait_for
+from tests.support.rpc import Client
+from tests.support.scheduler import InProcessScheduler
+from tests.support.workers import running_worker
 from worker_svc.live_output import LiveOutput
 
 SCRIPT = (
@@ -41,9 +43,11 @@ async def collect(user: Client, run_id: str) -> list[tuple[float, run_pb2.WatchR
     return events
 
 
-async def watch_new_run(mesh: Mesh, user: Client, worker_id: str, script: str) -> list[tuple[float, Any]]:
+async def watch_new_run(
+    scheduler: InProcessScheduler, user: Client, worker_id: str, script: str
+) -> list[tuple[float, Any]]:
     """Create a one-time job due now and watch its run from the start to the end."""
-    async with running_worker(mesh.app.settings, worker_id):
+    async with running_worker(scheduler.app.settings, worker_id):
         job = await user.jobs.CreateJob(
             job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script=script)), metadata=user.md
         )
@@ -55,10 +59,10 @@ def text(events: list[tuple[float, run_pb2.WatchRunResponse]], stream: int) -> s
     return "".join(e.chunk.data for _, e in events if e.WhichOneof("event") == "chunk" and e.chunk.stream == stream)
 
 
-async def test_watch_streams_output_live_and_ends_with_the_final_status(mesh: Mesh) -> None:
-    user = await mesh.user()
-    mesh.app.start_loops()
-    events = await watch_new_run(mesh, user, "w-watch", SCRIPT)
+async def test_watch_streams_output_live_and_ends_with_the_final_status(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
+    scheduler.app.start_loops()
+    events = await watch_new_run(scheduler, user, "w-watch", SCRIPT)
     kinds = [e.WhichOneof("event") for _, e in events]
     assert kinds[0] == "run" and kinds[-1] == "run"
     assert events[-1][1].run.status == run_pb2.RUN_STATUS_SUCCEEDED
@@ -71,10 +75,10 @@ async def test_watch_streams_output_live_and_ends_with_the_final_status(mesh: Me
     assert chunk_times and end_time - chunk_times[0] > 1.0, "line 1 arrived while the run was still running"
 
 
-async def test_late_joiners_get_everything(mesh: Mesh) -> None:
-    user = await mesh.user()
-    mesh.app.start_loops()
-    async with running_worker(mesh.app.settings, "w-late"):
+async def test_late_joiners_get_everything(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
+    scheduler.app.start_loops()
+    async with running_worker(scheduler.app.settings, "w-late"):
         job = await user.jobs.CreateJob(
             job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script=SCRIPT)), metadata=user.md
         )
@@ -88,23 +92,23 @@ async def test_late_joiners_get_everything(mesh: Mesh) -> None:
     assert text(after, run_pb2.LOG_STREAM_STDOUT) == EXPECTED
     assert [e.run.status for _, e in after if e.WhichOneof("event") == "run"][-1] == run_pb2.RUN_STATUS_SUCCEEDED
     # ...and from the database once Redis has forgotten it.
-    await mesh.app.redis.flushdb()
+    await scheduler.app.redis.flushdb()
     stored = await collect(user, running.id)
     assert text(stored, run_pb2.LOG_STREAM_STDOUT) == EXPECTED
     assert text(stored, run_pb2.LOG_STREAM_STDERR) == "done\n"
     assert stored[-1][1].run.status == run_pb2.RUN_STATUS_SUCCEEDED
 
 
-async def test_a_character_split_across_writes_arrives_whole(mesh: Mesh) -> None:
-    user = await mesh.user()
-    mesh.app.start_loops()
+async def test_a_character_split_across_writes_arrives_whole(scheduler: InProcessScheduler) -> None:
+    user = await scheduler.user()
+    scheduler.app.start_loops()
     script = (
         "import sys, time\n"
         "sys.stdout.buffer.write('caf'.encode() + 'é'.encode()[:1]); sys.stdout.flush()\n"
         "time.sleep(0.3)\n"
         "sys.stdout.buffer.write('é'.encode()[1:] + b' ok\\n'); sys.stdout.flush()\n"
     )
-    events = await watch_new_run(mesh, user, "w-utf8", script)
+    events = await watch_new_run(scheduler, user, "w-utf8", script)
     assert text(events, run_pb2.LOG_STREAM_STDOUT) == "café ok\n"
 
 
@@ -119,12 +123,12 @@ async def test_live_output_of_many_runs_is_appended_in_one_batch_in_order(redis:
         ("r2", LogStream.STDERR, "b2\n"),
         ("r1", LogStream.STDOUT, "a4 é\n"),
     ]:
-        live.put(run_id, kind, data)
+        live.put(run_id, "default", kind, data)
     await live.flush()
     await live.close()
-    first = [(e.kind, e.data, e.offset) for e in await dispatch.read_run_log("r1", "0", None)]
-    second = [(e.kind, e.data, e.offset) for e in await dispatch.read_run_log("r2", "0", None)]
+    first = [(e.kind, e.data, e.offset) for e in await dispatch.read_run_log("default", "r1", "0", None)]
+    second = [(e.kind, e.data, e.offset) for e in await dispatch.read_run_log("default", "r2", "0", None)]
     assert first == [(LogStream.STDOUT, "a1\na2\n", 0), (LogStream.STDERR, "a3\n", 6), (LogStream.STDOUT, "a4 é\n", 9)]
     assert second == [(LogStream.STDERR, "b1\nb2\n", 0)]
     for run_id in ("r1", "r2"):
-        assert 0 < await redis.ttl(keys.run_log_channel(run_id)) <= runlog.TTL_SECONDS
+        assert 0 < await redis.ttl(keys.run_log_channel("default", run_id)) <= runlog.TTL_SECONDS

@@ -16,7 +16,8 @@ ALLOWED: dict[str, set[str]] = {
     "core": {"gen"},
     "db": {"core"},
     **{name: {"gen", "core", "db"} for name in PROCESS_PACKAGES},
-    "launcher": {"gen", "core", "db", *PROCESS_PACKAGES},
+    "jobmesh_client": {"gen", "core"},
+    "launcher": {"gen", "core", "db", "jobmesh_client", *PROCESS_PACKAGES},
 }
 
 

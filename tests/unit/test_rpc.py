@@ -16,7 +16,7 @@ from prometheus_client import REGISTRY
 from core import auth, errors, logs
 from core.rpc import ServiceInterceptor, create_server, stop_server
 from gen.jobmesh.v1 import job_pb2
-from tests.conftest import wait_for
+from tests.support.polling import wait_for
 
 SERVICE = "test.Probe"
 

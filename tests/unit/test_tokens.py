@@ -11,19 +11,39 @@ from core.errors import Unauthenticated
 from core.settings import AuthSettings
 
 
-def codec() -> TokenCodec:
-    return TokenCodec(AuthSettings(jwt_secret="unit-secret-" + "y" * 32, access_token_ttl_seconds=60))
+class FakeClock:
+    """A clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def codec(clock: FakeClock | None = None) -> TokenCodec:
+    settings = AuthSettings(jwt_secret="unit-secret-" + "y" * 32, access_token_ttl_seconds=60)
+    return TokenCodec(settings) if clock is None else TokenCodec(settings, clock)
 
 
 def test_a_remembered_token_still_expires() -> None:
-    tokens = codec()
+    clock = FakeClock()
+    tokens = codec(clock)
     # Issued so that exp + leeway is 1 s from now.
-    token = tokens.issue("user-1", Role.USER, now=time.time() - 60 - JWT_LEEWAY_SECONDS + 1)
+    token = tokens.issue("user-1", Role.USER, now=clock.now - 60 - JWT_LEEWAY_SECONDS + 1)
     assert tokens.verify(token).user_id == "user-1"
     assert tokens.verify(token).role is Role.USER  # from memory
-    time.sleep(1.2)
+    clock.now += 1.2
     with pytest.raises(Unauthenticated):
         tokens.verify(token)
+
+
+def test_an_expired_token_is_refused_on_first_sight() -> None:
+    clock = FakeClock()
+    token = codec(clock).issue("user-3", Role.USER)
+    clock.now += 60 + JWT_LEEWAY_SECONDS + 1
+    with pytest.raises(Unauthenticated):
+        codec(clock).verify(token)
 
 
 def test_a_tampered_or_foreign_token_is_refused() -> None:

@@ -17,7 +17,7 @@ import secrets
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -135,6 +135,17 @@ class IsolatingExecutor:
         self._workdirs = Workdirs(limits.workdir_root)
         self._read_only = read_only_paths()
         self._uids: UidPool | None = None
+
+    @property
+    def cgroups(self) -> Mapping[str, str]:
+        """controller -> this executor's cgroup directory, under which each run gets its
+        own; empty where this process may not make cgroups."""
+        return self._cgroups
+
+    @property
+    def runs_directory(self) -> str:
+        """The directory holding the runs' private directories."""
+        return self._workdirs.path
 
     async def start(self) -> None:
         """Check that runs can be isolated here: a sandboxed run of ``pass`` must
@@ -348,6 +359,11 @@ class ForkServerExecutor(IsolatingExecutor):
         self._ready: asyncio.Future[int] | None = None
         self._pids: dict[int, int] = {}  # token -> pid, once the helper said it forked
         self._exits: dict[int, asyncio.Future[int]] = {}
+
+    @property
+    def helper(self) -> asyncio.subprocess.Process | None:
+        """The fork-server helper process, while one runs."""
+        return self._helper
 
     async def _connect(self) -> socket.socket:
         async with self._starting:

@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import pytest
-
 from db import migrate
-from tests.conftest import REDIS_TEST_URL, mysql, new_database
-from tests.e2e.procs import Proc, base_env, free_port, start
+from tests.support.processes import Proc, base_env, free_port, mesh_port_settings, start
+from tests.support.services import REDIS_TEST_CLUSTER, REDIS_TEST_URL, mysql, new_database
 
 
 @dataclass
@@ -68,18 +66,13 @@ class RealMesh:
         return body["token"], body["userId"]
 
 
-@pytest.fixture(scope="module")
-def real_mesh() -> Iterator[RealMesh]:
-    with start_mesh() as mesh:
-        yield mesh
-
-
 @contextmanager
 def start_mesh(**extra_env: str) -> Iterator[RealMesh]:
     """The four processes on a fresh database (``extra_env``: more JOBMESH_* settings)."""
     import redis
+    import redis.cluster
 
-    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client = (redis.cluster.RedisCluster if REDIS_TEST_CLUSTER else redis.Redis).from_url(REDIS_TEST_URL)
     client.flushdb()
     client.close()
     name, url = new_database()
@@ -88,11 +81,7 @@ def start_mesh(**extra_env: str) -> Iterator[RealMesh]:
     env = base_env(
         url,
         REDIS_TEST_URL,
-        JOBMESH_SCHEDULER_PORT=str(ports["sched"]),
-        JOBMESH_SCHEDULER_METRICS_PORT=str(ports["sched_metrics"]),
-        JOBMESH_MONITOR_GRPC_PORT=str(ports["mon_grpc"]),
-        JOBMESH_MONITOR_HTTP_PORT=str(ports["mon_http"]),
-        JOBMESH_GATEWAY_PORT=str(ports["gw"]),
+        **mesh_port_settings(ports),
         JOBMESH_SCHEDULER_ADDR=f"127.0.0.1:{ports['sched']}",
         JOBMESH_MONITOR_ADDR=f"127.0.0.1:{ports['mon_grpc']}",
         JOBMESH_WORKER_SLOTS="4",

@@ -1,4 +1,4 @@
-"""The REST gateway and the monitor's HealthService in process, next to the ``mesh``
+"""The REST gateway and the monitor's HealthService in process, next to the in-process
 scheduler (the ``stack`` fixture, in conftest.py), for the input tests; and a
 fingerprint of everything stored."""
 
@@ -14,14 +14,14 @@ import grpc
 from sqlalchemy import text
 
 from db.engine import Database
-from tests.conftest import Mesh
+from tests.support.scheduler import InProcessScheduler
 
 
 @dataclass
 class Stack:
-    """The scheduler (``mesh``), the monitor's gRPC service and the gateway in front of both."""
+    """The in-process scheduler, the monitor's gRPC service and the gateway in front of both."""
 
-    mesh: Mesh
+    scheduler: InProcessScheduler
     monitor: grpc.aio.Channel
     base: str  # the gateway, http://127.0.0.1:<port>
     http: aiohttp.ClientSession

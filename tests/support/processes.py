@@ -6,6 +6,7 @@ import os
 import re
 import select
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,6 +14,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support.services import REDIS_TEST_CLUSTER
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,6 +34,7 @@ def base_env(database_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     env.update(
         JOBMESH_DATABASE_URL=database_url,
         JOBMESH_REDIS_URL=redis_url,
+        JOBMESH_REDIS_CLUSTER=str(REDIS_TEST_CLUSTER).lower(),
         JOBMESH_JWT_SECRET="e2e-secret-" + "y" * 32,
         JOBMESH_SHUTDOWN_GRACE_SECONDS="2",
         JOBMESH_SCHEDULER_METRICS_PORT="0",
@@ -135,3 +142,69 @@ def start(module: str, env: dict[str, str], name: str | None = None, prefix: tup
         stdin=subprocess.DEVNULL,
     )
     return Proc(name or module, popen)
+
+
+def grpcurl() -> str:
+    return shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+
+
+def health_serving(port: int) -> bool:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def listed_services(port: int) -> set[str]:
+    out = subprocess.run([grpcurl(), "-plaintext", f"127.0.0.1:{port}", "list"], capture_output=True, text=True,
+                         timeout=20, check=True)  # fmt: skip
+    return set(out.stdout.split())
+
+
+def descendants(root: int) -> dict[int, list[str]]:
+    """Every live process below ``root``: pid -> command line."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # it ended meanwhile
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: dict[int, list[str]] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, ppid in parents.items():
+            if ppid == parent:
+                try:
+                    found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+                except OSError:
+                    continue
+                frontier.append(pid)
+    return found
+
+
+def module_of(cmdline: list[str]) -> str:
+    return cmdline[cmdline.index("-m") + 1] if "-m" in cmdline else cmdline[0]
+
+
+def mesh_port_settings(ports: dict[str, int]) -> dict[str, str]:
+    """The JOBMESH_* listening ports of the four processes, from ``ports`` keyed
+    sched, sched_metrics, mon_grpc, mon_http and gw."""
+    return {
+        "JOBMESH_SCHEDULER_PORT": str(ports["sched"]),
+        "JOBMESH_SCHEDULER_METRICS_PORT": str(ports["sched_metrics"]),
+        "JOBMESH_MONITOR_GRPC_PORT": str(ports["mon_grpc"]),
+        "JOBMESH_MONITOR_HTTP_PORT": str(ports["mon_http"]),
+        "JOBMESH_GATEWAY_PORT": str(ports["gw"]),
+    }
+
+
+def start_jobmesh_up(env: dict[str, str]) -> Proc:
+    """`jobmesh up` (the launcher, run from ROOT) in a session of its own, so that its
+    whole process group can be signalled."""
+    popen = subprocess.Popen(
+        [sys.executable, "-c", "from launcher.cli import main; main()", "up"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    return Proc("jobmesh up", popen)

@@ -1,0 +1,5 @@
+"""``python -m launcher``: the ``jobmesh`` command."""
+
+from launcher.cli import main
+
+main()

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 
 from core.dispatch_queue import DispatchQueue
 from core.ids import new_id
@@ -71,7 +72,11 @@ class WorkerApp:
     """Everything worker_svc runs, built from settings: the executor, the dispatch queue,
     the run repository, the worker loop and its gRPC health endpoint; tests start it in-process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        lifecycle: Callable[[Database], RunLifecycleRepository] = RunLifecycleRepository,
+    ) -> None:
         w = settings.worker
         self.settings = settings
         self.worker_id = w.id or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
@@ -88,7 +93,7 @@ class WorkerApp:
                 prefetch=w.prefetch,
                 sandboxed=w.sandbox != "off",
             ),
-            RunLifecycleRepository(self.db),
+            lifecycle(self.db),
             DispatchQueue(self.redis),
             self.executor,
         )

@@ -406,10 +406,27 @@ class Worker:
         await self._dispatch.requeue(self.config.worker_id, [(raw, queue)])
 
     async def _hand_back(self, run: Run, token: str, raw: bytes, queue: str) -> None:
+        delay = RESULT_RETRY_SECONDS
+        while True:
+            try:
+                handed = await self._runs.hand_back(run, token, utcnow())
+                break
+            except (JobmeshError, RedisError, OSError) as exc:
+                if self._handing_back:
+                    # Stopping: our heartbeat ends with the process and the reaper makes the run LOST.
+                    log.warning("hand-back of run %s failed: %s", run.id, exc)
+                    return
+                # Running on: the reaper never reclaims a run of a live worker, so a run
+                # given up here would stay RUNNING for good.
+                log.warning("hand-back of run %s failed: %s; retrying", run.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        if not handed:
+            return
         try:
-            if await self._runs.hand_back(run, token, utcnow()):
-                await self._requeue(raw, queue)
-                log.info("handed back run %s", run.id)
-        except (JobmeshError, RedisError, OSError) as exc:
-            # The reaper will find it: our heartbeat stops when we exit.
-            log.warning("hand-back of run %s failed: %s", run.id, exc)
+            await self._requeue(raw, queue)
+        except (RedisError, OSError) as exc:
+            # The run is QUEUED again in the database: the reconciler pushes it again.
+            log.warning("requeue of run %s failed: %s", run.id, exc)
+            return
+        log.info("handed back run %s", run.id)

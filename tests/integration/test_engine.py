@@ -17,9 +17,11 @@ from redis.asyncio.cluster import RedisCluster
 from sqlalchemy import select, update
 
 from core.attempts import RunResult
-from core.domain import RunStatus
+from core.domain import Run, RunStatus
+from core.errors import Unavailable
 from core.redis_client import RedisClient
 from db.models import RunRow, ScheduleStateRow
+from db.repositories.run_lifecycle import RunLifecycleRepository
 from db.repositories.schedules import ScheduleRepository
 from gen.jobmesh.v1 import job_pb2, run_pb2
 from scheduler_svc.materializer import Materializer
@@ -506,6 +508,38 @@ async def test_a_prefetched_run_without_a_slot_goes_to_another_worker(scheduler:
             assert await _run_in(user, long.id, run_pb2.RUN_STATUS_RUNNING) is not None, "long still running"
     assert statuses(done) == ["SUCCEEDED"] and done[0].attempt == 1
     assert done[0].worker_id == "w-idle", "given back after the hold and run by the idle worker"
+
+
+class HandBackFailsTwice(RunLifecycleRepository):
+    """The database refuses a live worker's first two hand-backs (as while MariaDB restarts)."""
+
+    failures = 2
+
+    async def hand_back(self, run: Run, token: str, now: datetime) -> bool:
+        if self.failures > 0:
+            self.failures -= 1
+            raise Unavailable("database unavailable")
+        return await super().hand_back(run, token, now)
+
+
+async def test_a_hand_back_the_database_refuses_is_retried_while_the_worker_lives(
+    scheduler: InProcessScheduler,
+) -> None:
+    # The reaper reclaims only the runs of dead workers: a live worker that gave up
+    # on a failed hand-back left its run RUNNING for good.
+    user = await scheduler.user()
+    scheduler.app.start_loops()
+    async with running_worker(scheduler.app.settings, "w-flaky", slots=1, prefetch=1, lifecycle=HandBackFailsTwice):
+        long = await user.jobs.CreateJob(
+            job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script="import time\ntime.sleep(4)")),
+            metadata=user.md,
+        )
+        await wait_for(lambda: _run_in(user, long.id, run_pb2.RUN_STATUS_RUNNING), timeout=15)
+        short = await user.jobs.CreateJob(
+            job_pb2.CreateJobRequest(job=one_time(datetime.now(UTC), script="print('short')")), metadata=user.md
+        )
+        done = await finished(user, short.id)
+    assert statuses(done) == ["SUCCEEDED"] and done[0].attempt == 1
 
 
 async def test_a_loop_that_misses_its_cancellation_does_not_hold_up_the_stop(

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from core.settings import Settings
+from db.engine import Database
+from db.repositories.run_lifecycle import RunLifecycleRepository
 from worker_svc.main import WorkerApp
 from worker_svc.worker import Worker
 
 
 @asynccontextmanager
 async def running_worker(
-    settings: Settings, worker_id: str, slots: int = 2, prefetch: int | None = None, sandboxed: bool = True
+    settings: Settings,
+    worker_id: str,
+    slots: int = 2,
+    prefetch: int | None = None,
+    sandboxed: bool = True,
+    lifecycle: Callable[[Database], RunLifecycleRepository] = RunLifecycleRepository,
 ) -> AsyncIterator[Worker]:
     """A started WorkerApp on the default queue (``sandboxed=False``: JOBMESH_WORKER_SANDBOX=off);
     stopped on exit, handing back what still runs after half a second."""
@@ -26,7 +33,7 @@ async def running_worker(
             "sandbox": settings.worker.sandbox if sandboxed else "off",
         }
     )
-    app = WorkerApp(dataclasses.replace(settings, worker=worker_settings))
+    app = WorkerApp(dataclasses.replace(settings, worker=worker_settings), lifecycle)
     await app.start()
     try:
         yield app.worker
